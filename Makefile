@@ -1,0 +1,31 @@
+# `make demo` and `make test` work on a fresh clone: the first run creates .venv and installs
+# everything (torch, DeepSpeed, numpy, ...); later runs reuse it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NPROC  ?= 2
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/scaleplan prepare --out data/stdlib
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) launch/train.py --config configs/default.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_throughput.py --config configs/default.yaml
+
+clean:
+	rm -rf $(VENV) runs data *.egg-info

@@ -1,0 +1,1 @@
+"""Sub-commands of `scaleplan`, one per module (see launch/cli.py)."""

@@ -1,0 +1,1 @@
+"""Parallelism: Layout -> DeviceMesh, one file per technique, composed by parallelize()."""
