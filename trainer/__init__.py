@@ -1,0 +1,1 @@
+"""Training: config tree, model, data, optimizer and schedule, loop, guards, checkpoints, metrics."""

@@ -1,0 +1,235 @@
+"""The config tree: pydantic v2 models loaded from YAML presets, overridden as `section.key=value`.
+
+Validated once, before any process group exists. No torch import here, so the CLI and the planner's
+commands can read and write training configs cheaply.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from planner.errors import UserError
+from planner.model_spec import ModelSpec, default_ffn_hidden
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRESETS_DIR = REPO_ROOT / "configs"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Section):
+    """Decoder-only transformer. `gpt`: LayerNorm, GeLU 4h MLP, learned positions.
+    `llama`: RMSNorm, SwiGLU, RoPE, grouped-query attention."""
+
+    arch: Literal["gpt", "llama"] = "gpt"
+    n_layers: int = Field(4, ge=1)
+    d_model: int = Field(256, ge=8)
+    n_heads: int = Field(4, ge=1)
+    n_kv_heads: Optional[int] = Field(None, ge=1)
+    ffn_hidden: Optional[int] = Field(None, ge=1)
+    vocab_size: int = Field(256, ge=2)
+    seq_len: int = Field(256, ge=2)
+    tie_embeddings: bool = False
+    bias: bool = False
+    norm_eps: float = Field(1e-5, gt=0)
+    rope_theta: float = Field(10000.0, gt=0)
+    init_std: float = Field(0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.n_kv_heads}")
+        if self.arch == "llama" and (self.d_model // self.n_heads) % 2:
+            raise ValueError("rotary embeddings need an even head dimension (d_model / n_heads)")
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def ffn(self) -> int:
+        return self.ffn_hidden or default_ffn_hidden(self.arch, self.d_model)
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_config(self)
+
+
+class DataConfig(Section):
+    """A directory written by `scaleplan prepare`: train.bin, val.bin and meta.json."""
+
+    dir: str = "data/stdlib"
+
+
+class TrainConfig(Section):
+    """Batch size is given per optimizer step, either in tokens or in sequences (not both);
+    gradient accumulation = global batch / (micro_batch × data-parallel size)."""
+
+    name: str = "default"
+    runs_dir: str = "runs"
+    steps: int = Field(200, ge=1)
+    global_batch: Optional[int] = Field(None, ge=1, description="sequences per optimizer step")
+    global_batch_tokens: Optional[int] = Field(None, ge=1, description="tokens per optimizer step")
+    micro_batch: int = Field(8, ge=1, description="sequences per rank per forward/backward")
+    seed: int = 1337
+    eval_every: int = Field(50, ge=1)
+    eval_batches: int = Field(8, ge=1)
+    sample_tokens: int = Field(300, ge=0, description="tokens generated at the end of the run")
+    sample_prompt: str = "def "
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_batch_unit(self) -> "TrainConfig":
+        if self.global_batch is not None and self.global_batch_tokens is not None:
+            raise ValueError("give train.global_batch (sequences) or train.global_batch_tokens, not both")
+        return self
+
+
+class OptimConfig(Section):
+    """AdamW with warmup then a cosine, warmup-stable-decay or constant schedule."""
+
+    lr: float = Field(3e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="share of steps WSD spends decaying")
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables clipping")
+
+
+class PrecisionConfig(Section):
+    """bf16 autocast, fp16 autocast with dynamic loss scaling, or plain fp32."""
+
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    initial_loss_scale: float = Field(2.0**16, gt=0)
+
+
+class ParallelConfig(Section):
+    """Data parallelism over every rank the launcher starts."""
+
+    backend: Literal["ddp"] = "ddp"
+    bucket_mb: int = Field(25, ge=1, description="DDP gradient bucket size")
+
+
+class CheckpointConfig(Section):
+    every: int = Field(0, ge=0, description="save every N steps; 0 saves only at the end")
+    keep: int = Field(2, ge=1, description="checkpoints kept on disk")
+    resume: str = Field("auto", description="'auto' (latest in the run), 'none', or a step_<n> path")
+    save_final: bool = True
+
+
+class LogConfig(Section):
+    every: int = Field(10, ge=1)
+    progress: bool = True
+    tensorboard: bool = True
+
+
+class Config(Section):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    optim: OptimConfig = OptimConfig()
+    precision: PrecisionConfig = PrecisionConfig()
+    parallel: ParallelConfig = ParallelConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _batch_given(self) -> "Config":
+        if self.train.global_batch is None and self.train.global_batch_tokens is None:
+            raise ValueError("set train.global_batch (sequences) or train.global_batch_tokens")
+        if self.train.global_batch_tokens is not None and self.train.global_batch_tokens % self.model.seq_len:
+            raise ValueError(f"train.global_batch_tokens {self.train.global_batch_tokens} is not a multiple "
+                             f"of model.seq_len {self.model.seq_len}")
+        return self
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step."""
+        if self.train.global_batch is not None:
+            return self.train.global_batch
+        return self.train.global_batch_tokens // self.model.seq_len
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.model.seq_len
+
+    def grad_accum_steps(self, dp_size: int) -> int:
+        """Micro-steps per optimizer step; raises UserError naming what to change if it does not divide."""
+        per_micro_step = self.train.micro_batch * dp_size
+        if self.global_batch % per_micro_step:
+            raise UserError(
+                f"global batch of {self.global_batch} sequences is not divisible by train.micro_batch "
+                f"{self.train.micro_batch} × data-parallel size {dp_size} = {per_micro_step}: make the "
+                f"global batch a multiple of {per_micro_step} or change train.micro_batch")
+        return self.global_batch // per_micro_step
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{path} is not valid YAML{where}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} is not a YAML mapping of config sections")
+    return loaded
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """`section.key=value` -> (["section", "key"], value). The value is read as YAML (so 3, 1e-3,
+    true, null work) and pydantic then checks it against the field's type."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' is not of the form section.key=value")
+    dotted, raw = text.split("=", 1)
+    path = dotted.strip().split(".")
+    if len(path) < 2 or not all(path):
+        raise UserError(f"override '{text}' must name a section and a key, e.g. train.steps=100")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML 1.1 reads 1e-3 as a string; leave it: pydantic's lax mode parses numeric strings.
+    return path, value
+
+
+def apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = tree
+        for key in path[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise UserError(f"override '{text}': '{key}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML preset (or the defaults), apply overrides and validate.
+
+    Raises UserError or pydantic.ValidationError; launch/ turns either into a one-line message.
+    """
+    tree = _read_yaml(Path(path)) if path else {}
+    tree = apply_overrides(tree, overrides)
+    return Config.model_validate(tree)
+
