@@ -24,6 +24,8 @@ class Layout:
     micro_batch: int = 1
     recompute: Recompute = "none"
     pp_schedule: PipelineSchedule = "1f1b"
+    sequence_parallel: bool = False   # Korthikanti et al. 2022: shard norms/dropout over the TP group
+    vpp: int = 1                      # model chunks per pipeline rank (interleaved 1F1B)
 
     @property
     def dp(self) -> int:
@@ -38,7 +40,7 @@ class Layout:
                  n_kv_heads: Optional[int] = None, n_layers: Optional[int] = None) -> list[str]:
         """Every reason this layout cannot run on `world_size` ranks with this model; empty if none."""
         found = []
-        for name in ("dp_replicate", "dp_shard", "tp", "pp", "micro_batch"):
+        for name in ("dp_replicate", "dp_shard", "tp", "pp", "micro_batch", "vpp"):
             if getattr(self, name) < 1:
                 found.append(f"{name}={getattr(self, name)} must be at least 1")
         if self.zero_stage not in (0, 1, 2, 3):
@@ -52,6 +54,12 @@ class Layout:
             found.append(f"tp={self.tp} does not divide the {n_kv_heads} key/value heads")
         if n_layers is not None and n_layers % self.pp:
             found.append(f"pp={self.pp} does not divide the {n_layers} layers")
+        if self.vpp > 1 and self.pp_schedule != "interleaved":
+            found.append(f"vpp={self.vpp} needs pp_schedule=interleaved")
+        if self.vpp > 1 and n_layers is not None and n_layers % (self.pp * self.vpp):
+            found.append(f"pp={self.pp} × vpp={self.vpp} does not divide the {n_layers} layers")
+        if self.sequence_parallel and self.tp == 1:
+            found.append("sequence_parallel needs tp > 1")
         return found
 
     def validate(self, world_size: int, model: object = None) -> None:

@@ -74,7 +74,9 @@ class TrainConfig(Section):
 
     name: str = "default"
     runs_dir: str = "runs"
-    steps: int = Field(200, ge=1)
+    steps: int = Field(200, ge=1, description="optimizer steps of the whole run (the schedule spans them)")
+    stop_after: Optional[int] = Field(None, ge=1, description="end this invocation after N more steps "
+                                      "with a checkpoint, e.g. to fit a job time limit; resume continues")
     global_batch: Optional[int] = Field(None, ge=1, description="sequences per optimizer step")
     global_batch_tokens: Optional[int] = Field(None, ge=1, description="tokens per optimizer step")
     micro_batch: int = Field(8, ge=1, description="sequences per rank per forward/backward")

@@ -1,0 +1,90 @@
+"""Entry point: `torchrun --nproc_per_node=N launch/train.py --config configs/X.yaml key=value ...`.
+
+Thin by design: parse -> validate -> init distributed -> train -> tear down. Also runs as a plain
+`python launch/train.py ...` (a single process). The only trainer code that reads the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+
+from launch.errors import OneLineParser, run_guarded  # noqa: E402
+
+PROG = "launch/train.py"
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML preset (configs/*.yaml); defaults apply when omitted")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="config overrides, e.g. train.steps=100 optim.lr=3e-4")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the memory and speed plan for this config and exit without training")
+    parser.add_argument("--gpu", default=None, help="GPU id for --dry-run (e.g. h100-sxm)")
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="for --dry-run")
+    return parser
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", 0))
+    prog = PROG if rank == 0 else f"{PROG} (rank {rank})"
+    return run_guarded(prog, lambda: run(args, os.environ))
+
+
+def run(args: argparse.Namespace, environ) -> int:
+    from trainer.config import load_config
+
+    world_size = int(environ.get("WORLD_SIZE", 1))
+    cfg = load_config(args.config, args.overrides)
+    cfg.grad_accum_steps(world_size)  # a batch that does not divide fails here, before any group
+    if args.dry_run:
+        from launch.commands.plan import print_config_plan
+
+        print_config_plan(cfg, world_size, args.gpu, args.gpus_per_node)
+        return 0
+
+    import torch
+    import torch.distributed as dist
+
+    from trainer.data import TokenData
+    from trainer.loop import train
+    from trainer.runtime import Runtime, pick_device
+
+    TokenData.open(cfg.data.dir).check_fits(cfg.model.vocab_size, cfg.model.seq_len)
+    local_rank = int(environ.get("LOCAL_RANK", 0))
+    device = pick_device(cfg.train.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    runtime = Runtime(int(environ.get("RANK", 0)), world_size, local_rank, device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if "MASTER_ADDR" in environ:
+        dist.init_process_group(backend)
+    else:  # a plain `python launch/train.py`: a one-process group of our own
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        result = train(cfg, runtime)
+    finally:
+        dist.destroy_process_group()
+    if runtime.is_main and result.val_loss is not None:
+        print(f"[scaleplan] step {result.step}: validation loss {result.val_loss:.4f}; run directory "
+              f"{result.run_dir}")
+        if result.sample:
+            print("[scaleplan] sample:\n" + result.sample)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

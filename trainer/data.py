@@ -1,0 +1,168 @@
+"""Token data: memory-mapped token arrays written by `scaleplan prepare`, and a loader that samples
+deterministic windows from them.
+
+A prepared directory holds `train.bin`, `val.bin` (flat token ids, uint16 or uint32 by vocabulary
+size) and `meta.json` (tokenizer, vocab size, token counts, source). Windows are drawn from a seed and
+the step number alone, so the loader's whole position is the step it is at: resuming is exact and the
+data seen does not depend on how many ranks share it.
+"""
+from __future__ import annotations
+
+import json
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from planner.errors import UserError
+from trainer.tokenizer import Tokenizer
+
+SPLITS = ("train", "val")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def stdlib_sources() -> list[Path]:
+    """The running interpreter's standard library (.py files, tests and site-packages left out):
+    the built-in default corpus, present on every machine without a download."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
+    return sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
+
+
+def expand_sources(paths: Iterable[str]) -> list[Path]:
+    """Files as given, and every file under a directory (sorted, so the corpus order is fixed)."""
+    files = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"source not found: {text}")
+    if not files:
+        raise UserError("no source files to tokenize")
+    return files
+
+
+def prepare(sources: list[Path], tokenizer: Tokenizer, out_dir: Path, val_fraction: float = 0.01,
+            source_name: str = "") -> dict:
+    """Tokenize `sources` into `out_dir` and return the header written to meta.json.
+
+    Every file ends with a blank line so modules stay apart; the last `val_fraction` of the token
+    stream (whole files never straddle it) becomes the validation split.
+    """
+    if not 0 < val_fraction < 1:
+        raise UserError(f"val_fraction {val_fraction} must be between 0 and 1")
+    dtype = token_dtype(tokenizer.vocab_size)
+    chunks = []
+    for path in sources:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        chunks.append(np.asarray(tokenizer.encode(text + "\n\n"), dtype=dtype))
+    lengths = np.array([len(c) for c in chunks])
+    total = int(lengths.sum())
+    # First file index whose start lies in the last val_fraction of the stream.
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    first_val = int(np.searchsorted(starts, total * (1 - val_fraction)))
+    first_val = min(max(first_val, 1), len(chunks) - 1) if len(chunks) > 1 else 1
+    splits = {"train": chunks[:first_val], "val": chunks[first_val:]}
+    if len(chunks) == 1:  # one file: split inside it
+        cut = int(total * (1 - val_fraction))
+        splits = {"train": [chunks[0][:cut]], "val": [chunks[0][cut:]]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, parts in splits.items():
+        array = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+        tmp = out_dir / f"{split}.bin.tmp"
+        array.tofile(tmp)
+        tmp.replace(out_dir / f"{split}.bin")  # never leave a half-written file under the real name
+        counts[split] = int(array.size)
+    meta = {"tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size, "dtype": dtype.name,
+            "tokens": counts, "files": len(sources), "source": source_name}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """The prepared splits, memory-mapped."""
+
+    meta: dict
+    train: np.ndarray
+    val: np.ndarray
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "TokenData":
+        directory = Path(directory)
+        meta_path = directory / "meta.json"
+        if not meta_path.is_file():
+            raise UserError(f"no prepared data in {directory} (missing meta.json): run "
+                            f"`scaleplan prepare --out {directory}` or set data.dir")
+        try:
+            meta = json.loads(meta_path.read_text())
+            dtype = np.dtype(meta["dtype"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserError(f"{meta_path} is not a scaleplan data header: {error}") from None
+        arrays = {}
+        for split in SPLITS:
+            path = directory / f"{split}.bin"
+            if not path.is_file():
+                raise UserError(f"data file missing: {path}")
+            arrays[split] = np.memmap(path, dtype=dtype, mode="r")
+        return cls(meta, arrays["train"], arrays["val"])
+
+    def check_fits(self, vocab_size: int, seq_len: int) -> None:
+        if self.meta["vocab_size"] > vocab_size:
+            raise UserError(f"data vocabulary {self.meta['vocab_size']} is larger than "
+                            f"model.vocab_size {vocab_size}")
+        for split in SPLITS:
+            if getattr(self, split).size <= seq_len + 1:
+                raise UserError(f"{split} split has {getattr(self, split).size} tokens, fewer than "
+                                f"model.seq_len + 1 = {seq_len + 1}")
+
+
+class WindowSampler:
+    """Random windows of seq_len + 1 tokens, fixed by (seed, step): step s draws `global_batch`
+    start offsets; data-parallel rank r takes the r-th contiguous slice of them, so no two ranks
+    read the same window in a step, and together they read exactly what one process would."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, global_batch: int, dp_rank: int,
+                 dp_size: int, seed: int):
+        self.tokens, self.seq_len = tokens, seq_len
+        self.global_batch, self.dp_rank, self.dp_size, self.seed = global_batch, dp_rank, dp_size, seed
+        self.step = 0
+
+    def offsets(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, step])
+        all_offsets = rng.integers(0, self.tokens.size - self.seq_len - 1, size=self.global_batch)
+        per_rank = self.global_batch // self.dp_size
+        return all_offsets[self.dp_rank * per_rank:(self.dp_rank + 1) * per_rank]
+
+    def micro_batches(self, micro_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's (inputs, targets) for the current step, micro_batch sequences at a time;
+        advances to the next step when exhausted."""
+        offsets = self.offsets(self.step)
+        self.step += 1
+        for start in range(0, len(offsets), micro_batch):
+            rows = [self.tokens[o:o + self.seq_len + 1] for o in offsets[start:start + micro_batch]]
+            window_BT = torch.from_numpy(np.stack(rows).astype(np.int64))
+            yield window_BT[:, :-1], window_BT[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.seed = int(state["step"]), int(state["seed"])
+
+
+def eval_windows(tokens: np.ndarray, seq_len: int, n_windows: int, seed: int) -> torch.Tensor:
+    """A fixed set of validation windows (B, seq_len + 1), the same at every evaluation."""
+    rng = np.random.default_rng([seed, 2**31 - 1])
+    offsets = rng.integers(0, tokens.size - seq_len - 1, size=n_windows)
+    return torch.from_numpy(np.stack([tokens[o:o + seq_len + 1] for o in offsets]).astype(np.int64))

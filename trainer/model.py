@@ -1,0 +1,170 @@
+"""Decoder-only transformer: GPT-style or Llama-style from the same config fields.
+
+Knows nothing of ranks or devices: build it on the meta device, parallelize from outside by module
+name, then materialize with `init_weights()`. Parameter count equals `planner.model_spec.count_params`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainer.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch == "llama":
+        return RMSNorm(cfg.d_model, cfg.norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def rotary_tables(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (T, head_dim/2) for rotary position embeddings (Su et al. 2021)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles_TH = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    return angles_TH.cos(), angles_TH.sin()
+
+
+def apply_rotary(x_BNTH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of each head's features by position-dependent angles."""
+    T = x_BNTH.shape[-2]
+    cos, sin = cos_TH[:T].to(x_BNTH.dtype), sin_TH[:T].to(x_BNTH.dtype)
+    x1, x2 = x_BNTH.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.kv_heads
+        self.head_dim = cfg.d_model // cfg.n_heads
+        kv_dim = self.n_kv_heads * self.head_dim
+        self.wq = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.wk = nn.Linear(cfg.d_model, kv_dim, bias=cfg.bias)
+        self.wv = nn.Linear(cfg.d_model, kv_dim, bias=cfg.bias)
+        self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.rotary = cfg.arch == "llama"
+
+    def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        B, T, _ = x_BTD.shape
+        q = self.wq(x_BTD).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x_BTD).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x_BTD).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        out_BNTH = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
+        return self.wo(out_BNTH.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    """GeLU two-matrix MLP (GPT) or SwiGLU three-matrix MLP (Llama)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gated = cfg.arch == "llama"
+        self.w_in = nn.Linear(cfg.d_model, cfg.ffn, bias=cfg.bias)
+        self.w_gate = nn.Linear(cfg.d_model, cfg.ffn, bias=cfg.bias) if self.gated else None
+        self.w_out = nn.Linear(cfg.ffn, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            return self.w_out(F.silu(self.w_gate(x_BTD)) * self.w_in(x_BTD))
+        return self.w_out(F.gelu(self.w_in(x_BTD), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x_BTD: torch.Tensor, rope) -> torch.Tensor:
+        x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), rope)
+        return x_BTD + self.mlp(self.mlp_norm(x_BTD))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_embeddings = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt" else None
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = make_norm(cfg)
+        self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        if cfg.arch == "llama":
+            # Not parameters: recomputed in init_weights() so a meta-device build materializes them.
+            cos, sin = rotary_tables(cfg.seq_len, cfg.d_model // cfg.n_heads, cfg.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        if not any(p.is_meta for p in self.parameters()):
+            self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2·layers)
+        (GPT-2, Radford et al. 2019) so the residual stream's variance does not grow with depth."""
+        std = self.cfg.init_std
+        residual_std = std / math.sqrt(2 * self.cfg.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                is_residual_out = name.endswith("attn.wo") or name.endswith("mlp.w_out")
+                nn.init.normal_(module.weight, 0.0, residual_std if is_residual_out else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+                nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        if self.cfg.arch == "llama":
+            cos, sin = rotary_tables(self.cfg.seq_len, self.cfg.d_model // self.cfg.n_heads,
+                                     self.cfg.rope_theta, device=self.rope_cos.device)
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+
+    def forward(self, idx_BT: torch.Tensor, targets_BT: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V), or the mean next-token cross-entropy when targets are given."""
+        T = idx_BT.shape[1]
+        x_BTD = self.tok_embeddings(idx_BT)
+        if self.pos_embeddings is not None:
+            x_BTD = x_BTD + self.pos_embeddings(torch.arange(T, device=idx_BT.device))
+        rope = (self.rope_cos, self.rope_sin) if self.cfg.arch == "llama" else None
+        for block in self.layers:
+            x_BTD = block(x_BTD, rope)
+        logits_BTV = self.output(self.norm(x_BTD))
+        if targets_BT is None:
+            return logits_BTV
+        return F.cross_entropy(logits_BTV.float().view(-1, logits_BTV.shape[-1]), targets_BT.reshape(-1))
+
+    @torch.no_grad()
+    def generate(self, idx_BT: torch.Tensor, new_tokens: int, temperature: float = 0.8,
+                 top_k: int = 40, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample `new_tokens` continuations, cropping the context to the model's sequence length."""
+        for _ in range(new_tokens):
+            context = idx_BT[:, -self.cfg.seq_len:]
+            logits_BV = self(context)[:, -1, :].float() / temperature
+            if top_k:
+                kth = torch.topk(logits_BV, min(top_k, logits_BV.shape[-1])).values[:, -1:]
+                logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))
+            next_B1 = torch.multinomial(F.softmax(logits_BV, dim=-1), 1, generator=generator)
+            idx_BT = torch.cat((idx_BT, next_B1), dim=1)
+        return idx_BT
