@@ -56,3 +56,87 @@ def identify(device_name: str) -> Optional[GPU]:
         if any(token in device_name for token in gpu.match):
             return gpu
     return None
+
+
+# ---- Looking GPUs up, and extending the catalog from a YAML file -------------------------------
+
+# Units a catalog file is written in: memory in GiB or GB, compute in TFLOP/s, links in GB/s.
+_YAML_FIELDS = {
+    "name": ("name", 1, str),
+    "hbm_gib": ("hbm_bytes", GIB, float), "hbm_gb": ("hbm_bytes", GB, float),
+    "peak_bf16_tflops": ("peak_bf16", TERA, float), "peak_fp16_tflops": ("peak_fp16", TERA, float),
+    "peak_fp8_tflops": ("peak_fp8", TERA, float), "peak_fp32_tflops": ("peak_fp32", TERA, float),
+    "intra_node_gbps": ("intra_node_bw", GB, float), "network_gbps": ("network_bw", GB, float),
+}
+_REQUIRED = ("hbm_bytes", "peak_bf16", "intra_node_bw", "network_bw")
+
+
+def _gpu_from_entry(gpu_id: str, entry: object, source: str) -> GPU:
+    from planner.errors import UserError
+
+    if not isinstance(entry, dict):
+        raise UserError(f"{source}: entry '{gpu_id}' must be a mapping of fields such as hbm_gib, "
+                        "peak_bf16_tflops, intra_node_gbps, network_gbps")
+    values: dict = {"id": gpu_id, "name": gpu_id, "peak_fp8": 0.0}
+    for key, raw in entry.items():
+        if key not in _YAML_FIELDS:
+            raise UserError(f"{source}: unknown field '{key}' for '{gpu_id}'; allowed: "
+                            + ", ".join(_YAML_FIELDS))
+        field_name, unit, kind = _YAML_FIELDS[key]
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: '{gpu_id}.{key}' = {raw!r} is not a number") from None
+        if kind is float and value < 0:
+            raise UserError(f"{source}: '{gpu_id}.{key}' = {raw!r} must not be negative")
+        values[field_name] = value * unit if kind is float else value
+    missing = [name for name in _REQUIRED if name not in values]
+    if missing:
+        raise UserError(f"{source}: '{gpu_id}' lacks " + ", ".join(missing)
+                        + " (give hbm_gib or hbm_gb, peak_bf16_tflops, intra_node_gbps, network_gbps)")
+    values.setdefault("peak_fp16", values["peak_bf16"])
+    values.setdefault("peak_fp32", values["peak_bf16"] / 16)  # a guess; only fp32 runs read it
+    return GPU(**values)
+
+
+def load_catalog(path: Optional[str] = None) -> dict[str, GPU]:
+    """The built-in catalog plus the GPUs in a YAML file (`{id: {hbm_gib: 96, peak_bf16_tflops: ...}}`);
+    an entry with a built-in id replaces it."""
+    catalog = dict(CATALOG)
+    if path is None:
+        return catalog
+    from pathlib import Path
+
+    import yaml
+
+    from planner.errors import UserError
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"GPU catalog file not found: {path}")
+    try:
+        loaded = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"GPU catalog {path} is not valid YAML") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"GPU catalog {path} must map GPU ids to their fields")
+    for gpu_id, entry in loaded.items():
+        catalog[str(gpu_id)] = _gpu_from_entry(str(gpu_id), entry, str(path))
+    return catalog
+
+
+def get_gpu(gpu_id: str, catalog_path: Optional[str] = None) -> GPU:
+    """The GPU with this id, or a UserError listing the ids there are."""
+    from planner.errors import UserError
+
+    catalog = load_catalog(catalog_path)
+    if gpu_id not in catalog:
+        raise UserError(f"unknown GPU '{gpu_id}'; known: {', '.join(sorted(catalog))} "
+                        "(or add it with --gpu-catalog FILE)")
+    return catalog[gpu_id]
+
+
+def peak_flops(gpu: GPU, precision: str) -> float:
+    """Dense peak FLOP/s for the compute dtype of a run (fp32 runs use the fp32 figure)."""
+    return {"bf16": gpu.peak_bf16, "fp16": gpu.peak_fp16, "fp8": gpu.peak_fp8 or gpu.peak_bf16,
+            "fp32": gpu.peak_fp32}[precision]

@@ -1,0 +1,80 @@
+"""Many layouts at once, one numpy array per field, so memory and cost are evaluated vectorised.
+
+The layout search builds thousands of candidates; evaluating them as arrays (rather than one
+`Layout` at a time) is what lets 4,096 GPUs be searched in well under two seconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import numpy as np
+
+from parallel.layout import Layout
+
+RECOMPUTE = ("none", "selective", "full")
+SCHEDULES = ("gpipe", "1f1b", "interleaved")
+BACKENDS = ("ddp", "fsdp", "deepspeed")
+
+
+def backend_for_stage(zero_stage: int, backend: str) -> str:
+    """The backend that runs a sharding stage: 'auto' picks DDP for 0, DeepSpeed ZeRO for 1-2
+    and FSDP2 for 3 (fully sharded)."""
+    if backend != "auto":
+        return backend
+    return "ddp" if zero_stage == 0 else ("fsdp" if zero_stage == 3 else "deepspeed")
+
+
+@dataclass
+class LayoutArrays:
+    """Field-per-array view of n layouts (codes index RECOMPUTE, SCHEDULES, BACKENDS)."""
+
+    dp: np.ndarray
+    tp: np.ndarray
+    pp: np.ndarray
+    zero: np.ndarray
+    mb: np.ndarray
+    recompute: np.ndarray
+    sp: np.ndarray
+    schedule: np.ndarray
+    vpp: np.ndarray
+    backend: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dp)
+
+    @property
+    def shard(self) -> np.ndarray:
+        """Ranks that share one copy of the sharded model states: the data-parallel group when a
+        sharding stage is on, else 1."""
+        return np.where(self.zero > 0, self.dp, 1)
+
+    @classmethod
+    def from_columns(cls, **columns: Sequence) -> "LayoutArrays":
+        return cls(**{f.name: np.asarray(columns[f.name]) for f in fields(cls)})
+
+    @classmethod
+    def from_layouts(cls, layouts: Sequence[Layout], backend: str = "auto") -> "LayoutArrays":
+        return cls.from_columns(
+            dp=[x.dp for x in layouts], tp=[x.tp for x in layouts], pp=[x.pp for x in layouts],
+            zero=[x.zero_stage for x in layouts], mb=[x.micro_batch for x in layouts],
+            recompute=[RECOMPUTE.index(x.recompute) for x in layouts],
+            sp=[bool(x.sequence_parallel) for x in layouts],
+            schedule=[SCHEDULES.index(x.pp_schedule) for x in layouts],
+            vpp=[x.vpp for x in layouts],
+            backend=[BACKENDS.index(backend_for_stage(x.zero_stage, backend)) for x in layouts])
+
+    def take(self, index) -> "LayoutArrays":
+        return LayoutArrays(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def layout(self, i: int) -> Layout:
+        """The i-th candidate as a `Layout` (sharded stages put the data-parallel ranks in dp_shard)."""
+        dp, zero = int(self.dp[i]), int(self.zero[i])
+        return Layout(dp_replicate=1 if zero else dp, dp_shard=dp if zero else 1, tp=int(self.tp[i]),
+                      pp=int(self.pp[i]), zero_stage=zero, micro_batch=int(self.mb[i]),
+                      recompute=RECOMPUTE[int(self.recompute[i])],
+                      pp_schedule=SCHEDULES[int(self.schedule[i])],
+                      sequence_parallel=bool(self.sp[i]), vpp=int(self.vpp[i]))
+
+    def backend_name(self, i: int) -> str:
+        return BACKENDS[int(self.backend[i])]

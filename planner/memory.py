@@ -1,0 +1,110 @@
+"""Memory per GPU and per pipeline stage: the `rule24` and `detailed` models side by side.
+
+`detailed` = model states (memory_states) + activations (memory_activations) for the micro-batches
+a stage holds in flight + logits + communication buffers + a reserve for the CUDA context and
+fragmentation. The peak over pipeline stages decides: the first stage holds the most micro-batches
+(and the embedding), the last the output head and the logits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from planner.layout_arrays import LayoutArrays
+from planner.memory_activations import (embedding_bytes, head_bytes, layer_activation_bytes,
+                                        logits_bytes, micro_batches_in_flight)
+from planner.memory_rule24 import rule24_breakdown
+from planner.memory_states import (compute_bytes, deepspeed_accounting_states, detailed_model_states,
+                                   largest_layer_params, layer_params_per_tp_rank, stage_params)
+from planner.model_spec import count_params
+from planner.plan_inputs import PlanInputs
+
+PARTS = ("weights", "gradients", "optimizer", "activations", "logits", "buffers", "reserve")
+
+
+def residual_bytes(precision: str, backend) -> np.ndarray:
+    """Bytes per element of the residual stream: fp32 under autocast with fp32 parameters (DDP),
+    else the compute dtype."""
+    mixed = precision != "fp32"
+    return np.where(mixed & (np.asarray(backend) != 0), 2.0, 4.0)
+
+
+def micro_batches_per_step(inputs: PlanInputs, layouts: LayoutArrays) -> np.ndarray:
+    return inputs.global_batch / (layouts.dp * layouts.mb)
+
+
+def stage_memory(inputs: PlanInputs, layouts: LayoutArrays, stage) -> dict[str, np.ndarray]:
+    """Detailed bytes per GPU of pipeline stage `stage` (array or int) for every layout, by part
+    (PARTS), plus `model_state_tensors` (parameter + gradient + optimizer tensors, what a
+    measurement of one rank after a step sees)."""
+    spec, x = inputs.spec, layouts
+    stage = np.broadcast_to(np.asarray(stage), x.dp.shape)
+    held = stage_params(spec, x.tp, x.pp, stage)
+    layer_held = layer_params_per_tp_rank(spec, x.tp)
+    if inputs.accounting == "deepspeed":
+        states = deepspeed_accounting_states(held, x.shard, x.zero, largest_layer_params(spec) / x.tp)
+    else:
+        states = detailed_model_states(held, x.shard, x.backend, x.zero, inputs.precision, layer_held)
+
+    act = compute_bytes(inputs.precision)
+    res = residual_bytes(inputs.precision, x.backend)
+    n_micro = micro_batches_per_step(inputs, x)
+    in_flight = micro_batches_in_flight(stage, x.pp, n_micro, x.schedule, x.vpp)
+    first, last = stage == 0, stage == x.pp - 1
+    logits_held = np.where((x.schedule == 0) & (x.pp > 1), n_micro, 1.0)  # GPipe: all m at the end
+
+    layer = layer_activation_bytes(spec, x.mb, x.tp, x.sp, x.recompute, act, res, inputs.attention)
+    activations = (in_flight * spec.n_layers / x.pp * layer["stored"] + layer["recompute_peak"]
+                   + np.where(first, in_flight * embedding_bytes(spec, x.mb), 0.0)
+                   + np.where(last, logits_held * head_bytes(spec, x.mb, x.tp, x.sp, act, res), 0.0))
+    logits = logits_bytes(spec, x.mb, x.tp, act)
+    logits_total = np.where(last, logits_held * logits["saved"] + logits["transient"], 0.0)
+
+    tokens = x.mb * spec.seq_len
+    tp_buffer = np.where(x.tp > 1, tokens * spec.d_model * act, 0.0)      # gathered layer input
+    pp_buffer = np.where(x.pp > 1, 2 * tokens * spec.d_model * act / np.where(x.sp, x.tp, 1), 0.0)
+    parts = {
+        "weights": states["params"] + states["compute_copies"],
+        "gradients": states["gradients"],
+        "optimizer": states["optimizer"],
+        "activations": activations,
+        "logits": logits_total,
+        "buffers": states["buffers"] + tp_buffer + pp_buffer,
+    }
+    allocated = sum(parts.values())
+    parts["reserve"] = inputs.context_bytes + inputs.fragmentation * allocated
+    parts["model_state_tensors"] = states["params"] + states["gradients"] + states["optimizer"]
+    return parts
+
+
+def total(parts: dict[str, np.ndarray]) -> np.ndarray:
+    return sum(parts[name] for name in PARTS)
+
+
+def evaluate_memory(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, object]:
+    """Per layout: `detailed` (peak over stages), `rule24`, `peak_stage`, `breakdown` (the peak
+    stage's PARTS), `rule24_breakdown`, and `fits` under the model `inputs.memory_model` picks."""
+    first = stage_memory(inputs, layouts, 0)
+    last = stage_memory(inputs, layouts, layouts.pp - 1)
+    first_total, last_total = total(first), total(last)
+    last_is_peak = last_total > first_total
+    breakdown = {name: np.where(last_is_peak, last[name], first[name]) for name in PARTS}
+    detailed = np.maximum(first_total, last_total)
+    rule24_parts = rule24_breakdown(count_params(inputs.spec), layouts.tp, layouts.pp, layouts.dp,
+                                    layouts.zero)
+    rule24 = sum(rule24_parts.values())
+    capacity = inputs.gpu.hbm_bytes
+    decides = detailed if inputs.memory_model == "detailed" else rule24
+    return {
+        "detailed": detailed, "rule24": rule24, "breakdown": breakdown,
+        "rule24_breakdown": rule24_parts,
+        "peak_stage": np.where(last_is_peak, layouts.pp - 1, 0),
+        "fits": decides <= capacity,
+        "fits_detailed": detailed <= capacity, "fits_rule24": rule24 <= capacity,
+    }
+
+
+def per_stage_breakdown(inputs: PlanInputs, layouts: LayoutArrays, index: int) -> list[dict[str, float]]:
+    """PARTS of every pipeline stage of one layout (for the report)."""
+    one = layouts.take(np.array([index]))
+    return [{name: float(value[0]) for name, value in stage_memory(inputs, one, stage).items()}
+            for stage in range(int(one.pp[0]))]

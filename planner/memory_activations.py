@@ -1,0 +1,113 @@
+"""Activation memory: the tensors autograd saves for backward, per layer and per micro-batch.
+
+Follows the derivation of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+Transformer Models", §4): per layer, s·b·h·(34 + 5·a·s/h) bytes without parallelism in 16-bit, of
+which the part inside the tensor-parallel region divides by t, the rest (norms, their inputs) by t
+only with sequence parallelism, the 5·a·s² part disappears with selective recomputation, and full
+recomputation keeps only each layer's input (2·s·b·h).
+
+Rather than the paper's constants (GPT, dropout, 16-bit everywhere), the terms are written out for
+the trainer's model (trainer/model.py) and checked against the tensors it really saves
+(tests/test_memory_activations_measured.py):
+
+- a norm saves its input (residual dtype) and statistics (LayerNorm: fp32 mean and rstd per token;
+  RMSNorm via `F.rms_norm`: fp32 rstd plus the normalised input); the next matmul saves its output;
+- attention saves Q, K (after RoPE), V and the output O (the output projection's input is a view of
+  O) plus an fp32 log-sum-exp per head: flash attention (on GPU, and PyTorch's CPU flash kernel)
+  keeps no s×s scores, so the 5·a·s² term only applies with `attention="math"`;
+- the MLP saves 2·ffn (GeLU: its input and output) or 4·ffn (SwiGLU: gate, up, SiLU output, product);
+- no dropout (the trainer has none), so Korthikanti's 34 becomes 32 for GPT in 16-bit.
+
+Under autocast with fp32 parameters (DDP) the residual stream and norms stay fp32 while matmul
+inputs are 16-bit copies; with 16-bit parameters (FSDP2 mixed precision, DeepSpeed) everything is 16-bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from planner.model_spec import ModelSpec
+
+RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
+
+
+def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes) -> np.ndarray:
+    """One norm: its input, its statistics, what the next matmul keeps of its output."""
+    if spec.arch == "llama":   # F.rms_norm (composite): input, fp32 rstd, x·rstd, output
+        return 2 * residual_bytes * spec.d_model + 4 + act_bytes * spec.d_model
+    return residual_bytes * spec.d_model + 8 + act_bytes * spec.d_model
+
+
+def layer_terms_per_token(spec: ModelSpec, act_bytes, residual_bytes,
+                          attention: str = "flash") -> dict[str, np.ndarray]:
+    """Bytes per token of one layer, split as Korthikanti et al. split them:
+    `replicated` (outside the TP region: norms; divided by t only with sequence parallelism),
+    `split` (inside it: Q, K, V, O, MLP; divided by t), `quadratic` (s×s attention scores; divided
+    by t, removed by selective recomputation; zero with flash attention)."""
+    act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
+    h, kv_dim, f = spec.d_model, spec.kv_heads * spec.head_dim, spec.ffn
+    replicated = 2 * norm_bytes_per_token(spec, act_bytes, residual_bytes)
+    attention_saved = act_bytes * (h + 2 * kv_dim + h) + 4 * spec.n_heads   # Q K V O + fp32 lse
+    mlp_saved = act_bytes * f * (4 if spec.arch == "llama" else 2)
+    quadratic = act_bytes * spec.n_heads * spec.seq_len if attention == "math" else 0 * act_bytes
+    return {"replicated": replicated, "split": attention_saved + mlp_saved, "quadratic": quadratic}
+
+
+def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_bytes,
+                           residual_bytes, attention: str = "flash") -> dict[str, np.ndarray]:
+    """Bytes one layer keeps for one micro-batch (`stored`), and the working set of one layer that
+    full recomputation rebuilds during its backward (`recompute_peak`, zero otherwise).
+
+    recompute: codes of RECOMPUTE_CODES (0 none, 1 selective, 2 full); arrays broadcast.
+    """
+    tokens = np.asarray(micro_batch) * spec.seq_len
+    tp, sp, recompute = np.asarray(tp), np.asarray(sp, bool), np.asarray(recompute)
+    terms = layer_terms_per_token(spec, act_bytes, residual_bytes, attention)
+    sequence_divisor = np.where(sp, tp, 1)
+    full_layer = tokens * (terms["replicated"] / sequence_divisor + terms["split"] / tp
+                           + terms["quadratic"] / tp)
+    selective_layer = full_layer - tokens * terms["quadratic"] / tp
+    layer_input = tokens * residual_bytes * spec.d_model / sequence_divisor
+    stored = np.select([recompute == 0, recompute == 1], [full_layer, selective_layer], layer_input)
+    return {"stored": stored, "recompute_peak": np.where(recompute == 2, full_layer, 0.0)}
+
+
+def embedding_bytes(spec: ModelSpec, micro_batch) -> np.ndarray:
+    """First stage, per micro-batch: the token ids the embedding keeps (int64), and for GPT the
+    position ids (one row shared by the batch)."""
+    positions = 8 * spec.seq_len if spec.arch == "gpt" else 0
+    return 8 * np.asarray(micro_batch) * spec.seq_len + positions
+
+
+def head_bytes(spec: ModelSpec, micro_batch, tp, sp, act_bytes, residual_bytes) -> np.ndarray:
+    """Last stage, per micro-batch, before the logits: the final norm, the head's input, the
+    targets (int64) and the loss's scalar."""
+    tokens = np.asarray(micro_batch) * spec.seq_len
+    divisor = np.where(np.asarray(sp, bool), tp, 1)
+    return tokens * (norm_bytes_per_token(spec, act_bytes, residual_bytes) / divisor + 8) + 4
+
+
+def logits_bytes(spec: ModelSpec, micro_batch, tp, act_bytes) -> dict[str, np.ndarray]:
+    """Logits per micro-batch (vocab-parallel over TP): the fp32 log-softmax the loss saves
+    (`saved`), and what is alive with it at the loss: the logits themselves and, when they are
+    16-bit, their fp32 copy (`transient`)."""
+    per_token = spec.vocab_size / np.asarray(tp)
+    tokens = np.asarray(micro_batch) * spec.seq_len
+    act_bytes = np.asarray(act_bytes, float)
+    upcast = np.where(act_bytes < 4, 4.0, 0.0)
+    return {"saved": tokens * per_token * 4.0, "transient": tokens * per_token * (act_bytes + upcast)}
+
+
+def micro_batches_in_flight(stage, pp, n_micro, schedule, vpp) -> np.ndarray:
+    """Micro-batches whose activations a pipeline stage holds at its peak, in units of one
+    micro-batch through all of the stage's layers.
+
+    GPipe: all m (Huang et al. 2019). 1F1B: p − i at stage i (Narayanan et al. 2021), at most m.
+    Interleaved 1F1B with v chunks: Megatron's warm-up of 2(p − i − 1) + (v − 1)p chunk passes plus
+    one, each 1/v of the stage's layers, i.e. p + (p − 1)/v at stage 0 (Korthikanti et al. 2022
+    §4.2.3). schedule: 0 gpipe, 1 1f1b, 2 interleaved.
+    """
+    stage, pp, n_micro, schedule, vpp = (np.asarray(x, float) for x in (stage, pp, n_micro, schedule, vpp))
+    one_f_one_b = np.minimum(pp - stage, n_micro)
+    interleaved = np.minimum((2 * (pp - stage - 1) + (vpp - 1) * pp + 1) / vpp, n_micro)
+    held = np.select([schedule == 0, schedule == 1], [n_micro, one_f_one_b], interleaved)
+    return np.where(pp == 1, 1.0, held)

@@ -1,0 +1,201 @@
+"""Layout search: enumerate dp × tp × pp × sharding × micro-batch × recomputation × schedule,
+evaluate memory and step time for all candidates at once (numpy), keep what fits, rank by
+predicted throughput.
+
+Structural constraints prune before evaluation: TP stays within a node and divides the (KV) heads,
+PP divides the layers, the data-parallel size divides the global batch and the micro-batch divides
+each rank's share of it.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from parallel.layout import Layout
+from planner.cost import evaluate_cost
+from planner.errors import UserError
+from planner.layout_arrays import BACKENDS, RECOMPUTE, SCHEDULES, LayoutArrays, backend_for_stage
+from planner.memory import evaluate_memory
+from planner.plan_inputs import PlanInputs
+
+MAX_MICRO_BATCH = 64
+VPP_CHOICES = (2, 4)
+STAGES_FOR_BACKEND = {"auto": (0, 1, 2, 3), "ddp": (0,), "fsdp": (2, 3), "deepspeed": (0, 1, 2, 3)}
+
+
+@dataclass
+class PlanResult:
+    """Every evaluated candidate, the ranking of those that fit, and why the others were dropped."""
+
+    inputs: PlanInputs
+    layouts: LayoutArrays
+    memory: dict
+    cost: dict
+    ranked: np.ndarray                       # indices of fitting candidates, best first
+    rejected: Counter = field(default_factory=Counter)   # structural reason -> count
+    n_candidates: int = 0
+
+    @property
+    def oom(self) -> np.ndarray:
+        """Indices of evaluated candidates that do not fit, smallest memory first."""
+        key = "detailed" if self.inputs.memory_model == "detailed" else "rule24"
+        bad = np.flatnonzero(~self.memory["fits"])
+        return bad[np.argsort(self.memory[key][bad])]
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _micro_batches(local_batch: int) -> list[int]:
+    return [m for m in divisors(local_batch) if m <= MAX_MICRO_BATCH]
+
+
+def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
+    """All structurally valid candidates as arrays, and a count of what was pruned and why."""
+    spec, n = inputs.spec, inputs.n_gpus
+    rejected: Counter = Counter()
+    recomputes = [0, 2] + ([1] if inputs.attention == "math" else [])
+    stages = STAGES_FOR_BACKEND[inputs.backend]
+    rows = []
+    for tp in divisors(n):
+        if tp > inputs.gpus_per_node:
+            rejected[f"tp > {inputs.gpus_per_node} GPUs per node (TP stays within a node)"] += 1
+            continue
+        if spec.n_heads % tp or spec.kv_heads % tp:
+            rejected[f"tp does not divide the {spec.n_heads} heads / {spec.kv_heads} KV heads"] += 1
+            continue
+        for pp in divisors(n // tp):
+            if spec.n_layers % pp:
+                rejected[f"pp does not divide the {spec.n_layers} layers"] += 1
+                continue
+            dp = n // (tp * pp)
+            if inputs.global_batch % dp:
+                rejected[f"dp does not divide the global batch of {inputs.global_batch}"] += 1
+                continue
+            local = inputs.global_batch // dp
+            schedules = [(1, 1)] if pp == 1 else [(0, 1), (1, 1)] + [
+                (2, v) for v in VPP_CHOICES if spec.n_layers % (pp * v) == 0]
+            sps = (False, True) if tp > 1 else (False,)
+            zeros = stages if dp > 1 else (0,) if 0 in stages else stages[:1]
+            for mb in _micro_batches(local):
+                n_micro = local // mb
+                for (schedule, vpp), zero, recompute, sp in itertools.product(schedules, zeros, recomputes, sps):
+                    if schedule == 2 and n_micro % pp:
+                        rejected["interleaved schedule needs micro-batches a multiple of pp"] += 1
+                        continue
+                    backend = BACKENDS.index(backend_for_stage(zero, inputs.backend))
+                    rows.append((dp, tp, pp, zero, mb, recompute, sp, schedule, vpp, backend))
+    if not rows:
+        return LayoutArrays.from_columns(**{k: [] for k in (
+            "dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp", "backend")}), rejected
+    table = np.array(rows, dtype=np.int64)
+    names = ("dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp", "backend")
+    columns = {name: table[:, i] for i, name in enumerate(names)}
+    columns["sp"] = columns["sp"].astype(bool)
+    return LayoutArrays.from_columns(**columns), rejected
+
+
+def evaluate(inputs: PlanInputs, layouts: LayoutArrays, rejected: Counter | None = None) -> PlanResult:
+    """Memory and cost of every candidate; fitting ones ranked by tokens/s (ties: less memory)."""
+    memory = evaluate_memory(inputs, layouts)
+    cost = evaluate_cost(inputs, layouts)
+    fit = np.flatnonzero(memory["fits"])
+    order = np.lexsort((memory["detailed"][fit], -cost["tokens_per_s"][fit]))
+    return PlanResult(inputs, layouts, memory, cost, fit[order], rejected or Counter(), len(layouts))
+
+
+def search(inputs: PlanInputs) -> PlanResult:
+    """Plan every layout of `inputs.n_gpus` GPUs. Raises UserError when none can run or fit."""
+    layouts, rejected = enumerate_layouts(inputs)
+    if len(layouts) == 0:
+        reasons = "; ".join(f"{reason} ({count}×)" for reason, count in rejected.most_common(3))
+        raise UserError(f"no dp × tp × pp split of {inputs.n_gpus} GPUs suits this model and batch: "
+                        f"{reasons}; change --gpus, --global-batch or the model shape")
+    result = evaluate(inputs, layouts, rejected)
+    if len(result.ranked) == 0:
+        best = result.oom[0]
+        need = result.memory["detailed" if inputs.memory_model == "detailed" else "rule24"][best]
+        raise UserError(
+            f"no layout fits: the smallest ({describe(layouts.layout(int(best)))}) needs "
+            f"{need / 2**30:.1f} GiB per GPU under {inputs.memory_model}, the {inputs.gpu.id} has "
+            f"{inputs.gpu.hbm_bytes / 2**30:.0f} GiB; use more GPUs (--gpus), a larger GPU (--gpu) "
+            f"or a smaller model")
+    return result
+
+
+def describe(layout: Layout) -> str:
+    """Compact one-line form, the same keys --layout accepts."""
+    text = (f"dp={layout.dp},tp={layout.tp},pp={layout.pp},zero={layout.zero_stage},"
+            f"mb={layout.micro_batch},recompute={layout.recompute}")
+    if layout.tp > 1:
+        text += f",sp={str(layout.sequence_parallel).lower()}"
+    if layout.pp > 1:
+        text += f",schedule={layout.pp_schedule}" + (f",vpp={layout.vpp}" if layout.vpp > 1 else "")
+    return text
+
+
+LAYOUT_KEYS = ("dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp")
+
+
+def parse_layout(text: str, n_gpus: int | None = None) -> Layout:
+    """`dp=8,tp=8,pp=1,zero=1,mb=2,recompute=selective` -> Layout. Missing dp is inferred from the
+    GPU count; sharded stages put the data-parallel ranks in dp_shard."""
+    values: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key not in LAYOUT_KEYS:
+            raise UserError(f"--layout item '{item}' is not key=value with key one of {', '.join(LAYOUT_KEYS)}")
+        values[key] = value.strip().lower()
+
+    def integer(key: str, default: int) -> int:
+        raw = values.get(key)
+        if raw is None:
+            return default
+        if not raw.isdigit() or int(raw) < 1 and key != "zero":
+            raise UserError(f"--layout {key}={raw} must be a positive integer")
+        return int(raw)
+
+    tp, pp, zero = integer("tp", 1), integer("pp", 1), integer("zero", 0)
+    if zero not in (0, 1, 2, 3):
+        raise UserError(f"--layout zero={zero} must be 0, 1, 2 or 3")
+    default_dp = n_gpus // (tp * pp) if n_gpus and n_gpus % (tp * pp) == 0 else 1
+    dp = integer("dp", default_dp)
+    recompute = values.get("recompute", "none")
+    if recompute not in RECOMPUTE:
+        raise UserError(f"--layout recompute={recompute} must be one of {', '.join(RECOMPUTE)}")
+    vpp = integer("vpp", 1)
+    schedule = values.get("schedule", "interleaved" if vpp > 1 else "1f1b")
+    if schedule not in SCHEDULES:
+        raise UserError(f"--layout schedule={schedule} must be one of {', '.join(SCHEDULES)}")
+    sp_raw = values.get("sp", "false")
+    if sp_raw not in ("true", "false", "1", "0"):
+        raise UserError(f"--layout sp={sp_raw} must be true or false")
+    return Layout(dp_replicate=1 if zero else dp, dp_shard=dp if zero else 1, tp=tp, pp=pp,
+                  zero_stage=zero, micro_batch=integer("mb", 1), recompute=recompute,
+                  pp_schedule=schedule, sequence_parallel=sp_raw in ("true", "1"), vpp=vpp)
+
+
+def evaluate_layout(inputs: PlanInputs, layout: Layout) -> PlanResult:
+    """Memory and cost of one given layout; UserError naming what does not divide."""
+    spec = inputs.spec
+    problems = layout.problems(inputs.n_gpus, spec.n_heads, spec.kv_heads, spec.n_layers)
+    if layout.tp > inputs.gpus_per_node:
+        problems.append(f"tp={layout.tp} spans more than one node of {inputs.gpus_per_node} GPUs")
+    per_step = layout.dp * layout.micro_batch
+    if inputs.global_batch % per_step:
+        problems.append(f"global batch {inputs.global_batch} is not a multiple of dp {layout.dp} × "
+                        f"mb {layout.micro_batch}")
+    backend = backend_for_stage(layout.zero_stage, inputs.backend)
+    if layout.zero_stage not in STAGES_FOR_BACKEND[backend]:
+        problems.append(f"backend {backend} does not run zero={layout.zero_stage} (it runs "
+                        f"{', '.join(map(str, STAGES_FOR_BACKEND[backend]))})")
+    if problems:
+        raise UserError("layout " + describe(layout) + " cannot run: " + "; ".join(problems))
+    layouts = LayoutArrays.from_layouts([layout], inputs.backend)
+    memory = evaluate_memory(inputs, layouts)
+    cost = evaluate_cost(inputs, layouts)
+    return PlanResult(inputs, layouts, memory, cost, np.array([0]), Counter(), 1)
