@@ -104,7 +104,10 @@ def evaluate(inputs: PlanInputs, layouts: LayoutArrays, rejected: Counter | None
     memory = evaluate_memory(inputs, layouts)
     cost = evaluate_cost(inputs, layouts)
     fit = np.flatnonzero(memory["fits"])
-    order = np.lexsort((memory["detailed"][fit], -cost["tokens_per_s"][fit]))
+    # rule24 is blind to micro-batch and schedule, so when it decides, layouts that the detailed
+    # model also fits rank ahead of the ones it only lets through; speed orders within each group.
+    agrees = memory["fits_detailed"][fit] if inputs.memory_model == "rule24" else np.ones(len(fit), bool)
+    order = np.lexsort((memory["detailed"][fit], -cost["tokens_per_s"][fit], ~agrees))
     return PlanResult(inputs, layouts, memory, cost, fit[order], rejected or Counter(), len(layouts))
 
 

@@ -1,0 +1,167 @@
+"""What `scaleplan plan` prints: the best layouts, their memory per GPU, and why the rest fail.
+
+Rendering only; every number comes from memory.py and cost.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from planner.memory import PARTS, per_stage_breakdown
+from planner.model_spec import count_params
+from planner.search import PlanResult, describe
+
+GIB = 2**30
+DISAGREE_RATIO = 1.25   # the two memory models "disagree" beyond this ratio, or on feasibility
+
+
+def gib(x) -> str:
+    return f"{float(x) / GIB:.1f}"
+
+
+def layout_record(result: PlanResult, i: int) -> dict:
+    """One layout as the JSON schema of `--json` (memory in GiB)."""
+    x, m, c = result.layouts, result.memory, result.cost
+    layout = x.layout(i)
+    return {
+        "dp": layout.dp, "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
+        "micro_batch": layout.micro_batch, "recompute": layout.recompute,
+        "sequence_parallel": layout.sequence_parallel, "schedule": layout.pp_schedule,
+        "vpp": layout.vpp, "backend": x.backend_name(i),
+        "memory_gib": {"rule24": float(m["rule24"][i]) / GIB, "detailed": float(m["detailed"][i]) / GIB,
+                       "breakdown": {p: float(m["breakdown"][p][i]) / GIB for p in PARTS},
+                       "rule24_breakdown": {p: float(v[i]) / GIB for p, v in m["rule24_breakdown"].items()},
+                       "capacity": result.inputs.gpu.hbm_bytes / GIB},
+        "fits": bool(m["fits"][i]), "fits_rule24": bool(m["fits_rule24"][i]),
+        "fits_detailed": bool(m["fits_detailed"][i]),
+        "step_time_s": float(c["step_time_s"][i]), "tokens_per_s": float(c["tokens_per_s"][i]),
+        "mfu": float(c["mfu"][i]), "bubble_fraction": float(c["bubble_fraction"][i]),
+        "comm_fraction": float(c["comm_fraction"][i]),
+    }
+
+
+def to_json(result: PlanResult, top: int) -> dict:
+    chosen = result.ranked if top <= 0 else result.ranked[:top]
+    return {"layouts": [layout_record(result, int(i)) for i in chosen]}
+
+
+def explain_disagreement(result: PlanResult, i: int) -> str | None:
+    """Where rule24 and detailed differ for layout i, and the parts that make the difference."""
+    m, x, inputs = result.memory, result.layouts, result.inputs
+    rule, detail = float(m["rule24"][i]), float(m["detailed"][i])
+    fits_differ = bool(m["fits_rule24"][i]) != bool(m["fits_detailed"][i])
+    if not fits_differ and max(rule, detail) / min(rule, detail) < DISAGREE_RATIO:
+        return None
+    r, d = m["rule24_breakdown"], m["breakdown"]
+    states_rule = float(r["weights"][i] + r["gradients"][i] + r["optimizer"][i])
+    states_detail = float(d["weights"][i] + d["gradients"][i] + d["optimizer"][i])
+    act_rule = float(r["activations"][i])
+    act_detail = float(d["activations"][i] + d["logits"][i])
+    other = float(d["buffers"][i] + d["reserve"][i])
+    capacity = inputs.gpu.hbm_bytes
+    verdict = (f"rule24 {gib(rule)} GiB ({'fits' if rule <= capacity else 'too big'}) vs detailed "
+               f"{gib(detail)} GiB ({'fits' if detail <= capacity else 'too big'})")
+    reasons = []
+    if abs(act_detail - act_rule) >= abs(states_detail - states_rule):
+        layout = x.layout(i)
+        reasons.append(
+            f"activations: rule24 budgets 8 B/param = {gib(act_rule)} GiB whatever the batch, "
+            f"Korthikanti's count for mb={layout.micro_batch} × {inputs.spec.seq_len} tokens, "
+            f"recompute={layout.recompute}, {inputs.spec.n_layers // layout.pp} layers per stage"
+            f"{' with micro-batches in flight (' + layout.pp_schedule + ')' if layout.pp > 1 else ''}"
+            f" plus logits is {gib(act_detail)} GiB")
+    else:
+        reasons.append(f"model states: rule24 counts 16 B/param = {gib(states_rule)} GiB, "
+                       f"{x.backend_name(i)} in {inputs.precision} stores {gib(states_detail)} GiB")
+    if other > 0.05 * detail:
+        reasons.append(f"detailed adds {gib(other)} GiB of buffers and reserve (CUDA context, fragmentation)")
+    return verdict + ": " + "; ".join(reasons)
+
+
+def bottleneck(result: PlanResult, i: int) -> str:
+    c = result.cost
+    parts = {"compute": c["compute_s"][i], "TP communication": c["tp_comm_s"][i],
+             "pipeline bubble": c["bubble_s"][i] + c["p2p_s"][i],
+             "exposed data-parallel communication": c["dp_comm_s"][i]}
+    step = float(c["step_time_s"][i])
+    return ", ".join(f"{name} {100 * float(v) / step:.0f}%" for name, v in parts.items() if v > 0.005 * step)
+
+
+def render(result: PlanResult, top: int = 10, console: Console | None = None,
+           elapsed_s: float | None = None) -> None:
+    """Print the plan: header, best layouts, memory breakdown of the best, explanations, rejections."""
+    console = console or Console(width=160)
+    inputs, spec, m, c, x = result.inputs, result.inputs.spec, result.memory, result.cost, result.layouts
+    console.print(
+        f"[bold]Model[/] {spec.arch} {count_params(spec) / 1e9:.2f}B params: {spec.n_layers} layers, "
+        f"d_model {spec.d_model}, {spec.n_heads} heads ({spec.kv_heads} KV), ffn {spec.ffn}, "
+        f"vocab {spec.vocab_size}, seq {spec.seq_len}")
+    console.print(
+        f"[bold]Hardware[/] {inputs.n_gpus} × {inputs.gpu.name} ({inputs.gpu.hbm_bytes / GIB:.0f} GiB), "
+        f"{inputs.gpus_per_node} per node   [bold]Batch[/] {inputs.global_batch} sequences = "
+        f"{inputs.tokens_per_step:,} tokens/step   [bold]Precision[/] {inputs.precision}   "
+        f"[bold]Feasibility by[/] {inputs.memory_model}"
+        + (" (model states: DeepSpeed accounting)" if inputs.accounting == "deepspeed" else ""))
+    timing = f" in {elapsed_s:.2f} s" if elapsed_s is not None else ""
+    console.print(f"{result.n_candidates} layouts evaluated{timing}, {len(result.ranked)} fit.")
+
+    table = Table(title="Best layouts (ranked by predicted tokens/s)", show_lines=False)
+    for name in ("#", "dp", "tp", "pp", "zero", "backend", "mb", "recomp", "sp", "schedule",
+                 "rule24 GiB", "detailed GiB", "fits r24/det", "step s", "tokens/s", "MFU",
+                 "bubble", "comm"):
+        table.add_column(name, justify="right")
+    for rank, i in enumerate(result.ranked[:top], 1):
+        i = int(i)
+        layout = x.layout(i)
+        sched = "-" if layout.pp == 1 else {"interleaved": "intlv", "1f1b": "1f1b", "gpipe": "gpipe"}[
+            layout.pp_schedule] + (f"×{layout.vpp}" if layout.vpp > 1 else "")
+        table.add_row(
+            str(rank), str(layout.dp), str(layout.tp), str(layout.pp), str(layout.zero_stage),
+            x.backend_name(i), str(layout.micro_batch), layout.recompute,
+            "yes" if layout.sequence_parallel else "-", sched, gib(m["rule24"][i]), gib(m["detailed"][i]),
+            ("✓" if m["fits_rule24"][i] else "✗") + "/" + ("✓" if m["fits_detailed"][i] else "✗"),
+            f"{c['step_time_s'][i]:.2f}", f"{c['tokens_per_s'][i]:,.0f}", f"{100 * c['mfu'][i]:.1f}%",
+            f"{100 * c['bubble_fraction'][i]:.0f}%", f"{100 * c['comm_fraction'][i]:.0f}%")
+    console.print(table)
+
+    best = int(result.ranked[0])
+    stages = per_stage_breakdown(inputs, x, best)
+    shown = sorted({0, len(stages) - 1})
+    console.print(f"[bold]#1[/]: {describe(x.layout(best))}, backend {x.backend_name(best)}")
+    breakdown = Table(title="Memory per GPU of #1")
+    breakdown.add_column("part")
+    breakdown.add_column("rule24 GiB", justify="right")
+    for s in shown:
+        breakdown.add_column(f"detailed GiB, stage {s}" if len(stages) > 1 else "detailed GiB", justify="right")
+    rule_parts = m["rule24_breakdown"]
+    for part in PARTS:
+        rule = gib(rule_parts[part][best]) if part in rule_parts else "-"
+        breakdown.add_row(part, rule, *(gib(stages[s][part]) for s in shown))
+    breakdown.add_row("[bold]total", gib(m["rule24"][best]),
+                      *(gib(sum(stages[s][p] for p in PARTS)) for s in shown))
+    breakdown.add_row("capacity", gib(inputs.gpu.hbm_bytes), *(gib(inputs.gpu.hbm_bytes) for _ in shown))
+    console.print(breakdown)
+
+    console.print("[bold]Why #1[/]: " + bottleneck(result, best) + f"; MFU {100 * c['mfu'][best]:.1f}%.")
+    disagreements = [(rank, explain_disagreement(result, int(i))) for rank, i in enumerate(result.ranked[:top], 1)]
+    disagreements = [(rank, text) for rank, text in disagreements if text]
+    if disagreements:
+        console.print("[bold]Where rule24 and detailed disagree[/]:")
+        for rank, text in disagreements[:3]:
+            console.print(f"  #{rank}: {text}")
+
+    oom = result.oom
+    if len(oom) or result.rejected:
+        console.print("[bold]Rejected[/]:")
+        for reason, count in result.rejected.most_common():
+            console.print(f"  {count} × {reason}")
+        if len(oom):
+            i = int(oom[0])
+            deciding = "detailed" if inputs.memory_model == "detailed" else "rule24"
+            parts = m["breakdown"] if deciding == "detailed" else m["rule24_breakdown"]
+            largest = max(parts, key=lambda p: float(parts[p][i]))
+            console.print(
+                f"  {len(oom)} × out of memory under {deciding}; the smallest, {describe(x.layout(i))}, "
+                f"needs {gib(m[deciding][i])} GiB of {gib(inputs.gpu.hbm_bytes)} (largest part: "
+                f"{largest} {gib(parts[largest][i])} GiB)")
