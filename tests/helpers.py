@@ -1,0 +1,51 @@
+"""Shared helpers for tests that run the real trainer in subprocesses."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "launch" / "train.py"
+
+# A model and batch small enough that a multi-process run takes seconds on 2 cores.
+TINY = ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.seq_len=32",
+        "train.global_batch=8", "train.micro_batch=4", "train.eval_batches=2", "train.eval_every=5",
+        "train.sample_tokens=0", "log.every=1", "log.progress=false", "log.tensorboard=false",
+        "optim.warmup_steps=2", "optim.lr=1e-3"]
+
+
+def write_tiny_corpus(directory: Path) -> Path:
+    """A prepared byte-level data directory built from a few hundred KB of repeated source text."""
+    from trainer.data import prepare
+    from trainer.tokenizer import ByteTokenizer
+
+    sources = sorted((REPO / "trainer").glob("*.py"))
+    return Path(prepare(sources, ByteTokenizer(), directory, val_fraction=0.2) and directory)
+
+
+def run_train(args: list[str], nproc: int = 1, cwd: Path | None = None, check: bool = True,
+              timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python launch/train.py ...` for one process, `torchrun --nproc_per_node=N ...` for more."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if nproc == 1:
+        command = [sys.executable, str(TRAIN), *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={nproc}", str(TRAIN), *args]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    """Training loss by step from metrics.jsonl (a resumed run's later lines win)."""
+    losses = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            losses[record["step"]] = record["loss"]
+    return losses
