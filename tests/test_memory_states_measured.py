@@ -1,0 +1,112 @@
+"""Must-show 1: model-state bytes per rank predicted by the `detailed` memory model equal the bytes
+of the parameter, gradient and optimizer-state tensors measured on each rank after a real step of
+the trainer (DDP over gloo, 2 and 4 processes, fp32 and bf16 autocast), to 2 %."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from parallel.layout import Layout
+from planner.hardware import CATALOG
+from planner.layout_arrays import LayoutArrays
+from planner.memory import stage_memory
+from planner.plan_inputs import PlanInputs
+
+TINY_MODEL = dict(arch="gpt", n_layers=2, d_model=64, n_heads=4, vocab_size=256, seq_len=32)
+TINY_LLAMA = dict(arch="llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, vocab_size=256, seq_len=32)
+PRECISIONS = ("fp32", "bf16")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tensor_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors` (gradients are views into DDP's buckets)."""
+    storages = {}
+    for t in tensors:
+        if t is not None:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str, model_fields: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    import torch
+    import torch.distributed as dist
+
+    from parallel.mesh import build_mesh
+    from parallel.parallelize import parallelize
+    from trainer.config import ModelConfig, OptimConfig, PrecisionConfig
+    from trainer.model import Transformer
+    from trainer.optim import build_optimizer
+    from trainer.precision import Precision
+    from trainer.step import train_step
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    device = torch.device("cpu")
+    results = {}
+    try:
+        for dtype in PRECISIONS:
+            torch.manual_seed(0)
+            cfg = ModelConfig(**model_fields)
+            layout = Layout(dp_replicate=world, micro_batch=2)
+            model = parallelize(Transformer(cfg), layout, build_mesh(layout, device), device)
+            optimizer = build_optimizer(model, OptimConfig(), "cpu")
+            precision = Precision(PrecisionConfig(dtype=dtype), "cpu")
+            batch = [(torch.randint(0, cfg.vocab_size, (2, cfg.seq_len)),
+                      torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))) for _ in range(2)]
+            train_step(model, batch, 2, optimizer, precision, 1.0, device)   # one real step
+            # The step ends with zero_grad(set_to_none); the next backward is when gradients,
+            # parameters and optimizer states are all alive, as at every step's peak.
+            with precision.autocast():
+                loss = model(*batch[0])
+            precision.backward(loss)
+            params = list(model.parameters())
+            states = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+            results[dtype] = {"params": _tensor_bytes(params),
+                              "gradients": _tensor_bytes([p.grad for p in params]),
+                              "optimizer": _tensor_bytes(states)}
+            del model, optimizer
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(results, f)
+
+
+def _predicted(model_fields: dict, world: int, precision: str) -> float:
+    from trainer.config import ModelConfig
+
+    spec = ModelConfig(**model_fields).spec()
+    inputs = PlanInputs(spec, CATALOG["h100-sxm"], world, global_batch=4 * world, precision=precision,
+                        backend="ddp")
+    layouts = LayoutArrays.from_layouts([Layout(dp_replicate=world, micro_batch=2)], "ddp")
+    return float(stage_memory(inputs, layouts, 0)["model_state_tensors"][0])
+
+
+@pytest.mark.parametrize("world,model_fields", [(2, TINY_MODEL), (4, TINY_LLAMA)], ids=["2proc-gpt", "4proc-llama"])
+def test_ddp_model_states_match_measurement(tmp_path, world, model_fields):
+    import torch.multiprocessing as mp
+
+    import torch._dynamo  # noqa: F401  (DDP imports it on first use: ~3 s, paid once here)
+
+    import parallel.parallelize, parallel.mesh, trainer.model, trainer.optim, trainer.step  # noqa: F401,E401
+    # fork: the children inherit the imported torch instead of importing it again (seconds each)
+    mp.start_processes(_worker, args=(world, _free_port(), str(tmp_path), model_fields), nprocs=world,
+                       join=True, start_method="fork")
+    for rank in range(world):
+        measured = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for precision in PRECISIONS:
+            m = measured[precision]
+            total = m["params"] + m["gradients"] + m["optimizer"]
+            predicted = _predicted(model_fields, world, precision)
+            assert predicted == pytest.approx(total, rel=0.02), (rank, precision, m, predicted)
+            # and part by part: fp32 parameters, fp32 gradients, two fp32 Adam moments
+            assert m["gradients"] == pytest.approx(m["params"], rel=0.02)
+            assert m["optimizer"] == pytest.approx(2 * m["params"], rel=0.02)
