@@ -11,7 +11,8 @@ the trainer's model (trainer/model.py) and checked against the tensors it really
 (tests/test_memory_activations_measured.py):
 
 - a norm saves its input (residual dtype) and statistics (LayerNorm: fp32 mean and rstd per token;
-  RMSNorm via `F.rms_norm`: fp32 rstd plus the normalised input); the next matmul saves its output;
+  RMSNorm via `F.rms_norm`: fp32 rstd plus the normalised input); the next matmul saves its output
+  (under autocast with fp32 parameters, one 16-bit copy per consuming matmul);
 - attention saves Q, K (after RoPE), V and the output O (the output projection's input is a view of
   O) plus an fp32 log-sum-exp per head: flash attention (on GPU, and PyTorch's CPU flash kernel)
   keeps no s×s scores, so the 5·a·s² term only applies with `attention="math"`;
@@ -30,11 +31,18 @@ from planner.model_spec import ModelSpec
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 
 
-def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes) -> np.ndarray:
-    """One norm: its input, its statistics, what the next matmul keeps of its output."""
+def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes, consumers: int = 1) -> np.ndarray:
+    """One norm: its input, its statistics, what the next matmuls keep of its output.
+
+    Under autocast with an fp32 residual stream every consuming matmul casts the norm's output to
+    16 bits on its own (autocast caches casts of parameters only), so each keeps its own copy:
+    three for the trainer's separate Q, K, V projections, two for SwiGLU's gate and up projections.
+    """
+    act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
+    copies = np.where(act_bytes < residual_bytes, consumers, 1)
     if spec.arch == "llama":   # F.rms_norm (composite): input, fp32 rstd, x·rstd, output
-        return 2 * residual_bytes * spec.d_model + 4 + act_bytes * spec.d_model
-    return residual_bytes * spec.d_model + 8 + act_bytes * spec.d_model
+        return 2 * residual_bytes * spec.d_model + 4 + copies * act_bytes * spec.d_model
+    return residual_bytes * spec.d_model + 8 + copies * act_bytes * spec.d_model
 
 
 def layer_terms_per_token(spec: ModelSpec, act_bytes, residual_bytes,
@@ -45,7 +53,9 @@ def layer_terms_per_token(spec: ModelSpec, act_bytes, residual_bytes,
     by t, removed by selective recomputation; zero with flash attention)."""
     act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
     h, kv_dim, f = spec.d_model, spec.kv_heads * spec.head_dim, spec.ffn
-    replicated = 2 * norm_bytes_per_token(spec, act_bytes, residual_bytes)
+    replicated = (norm_bytes_per_token(spec, act_bytes, residual_bytes, consumers=3)
+                  + norm_bytes_per_token(spec, act_bytes, residual_bytes,
+                                         consumers=2 if spec.arch == "llama" else 1))
     attention_saved = act_bytes * (h + 2 * kv_dim + h) + 4 * spec.n_heads   # Q K V O + fp32 lse
     mlp_saved = act_bytes * f * (4 if spec.arch == "llama" else 2)
     quadratic = act_bytes * spec.n_heads * spec.seq_len if attention == "math" else 0 * act_bytes
