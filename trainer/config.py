@@ -85,6 +85,7 @@ class TrainConfig(Section):
     eval_batches: int = Field(8, ge=1)
     sample_tokens: int = Field(300, ge=0, description="tokens generated at the end of the run")
     sample_prompt: str = "def "
+    sample_temperature: float = Field(0.7, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")

@@ -1,8 +1,5 @@
-"""The training run: build everything from the config, then repeat train_step.
-
-Order of construction follows the design: config -> layout -> model on meta -> materialize ->
-parallelize -> optimizer -> restore checkpoint -> loop.
-"""
+"""The training loop: repeat train_step, log, evaluate, checkpoint; finish with a sample and a row
+in the runs table. Construction lives in trainer/build.py."""
 from __future__ import annotations
 
 import time
@@ -14,19 +11,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from parallel.layout import Layout
-from parallel.mesh import build_mesh
-from parallel.parallelize import parallelize
-from planner.errors import UserError
 from planner.model_spec import count_params, flops_per_token
-from trainer.checkpoint import checkpoint_steps, load_checkpoint, resolve_resume, save_checkpoint
+from trainer.build import Run, build_run
+from trainer.checkpoint import save_checkpoint
 from trainer.config import Config
-from trainer.data import TokenData, WindowSampler, eval_windows
 from trainer.evaluate import validation_loss
 from trainer.metrics import MetricsWriter, peak_flops_per_device, peak_memory_gib
-from trainer.model import Transformer
-from trainer.optim import build_optimizer, lr_at, set_lr
-from trainer.precision import Precision
+from trainer.optim import lr_at, set_lr
 from trainer.runs_table import append_run
 from trainer.runtime import Runtime
 from trainer.step import train_step
@@ -37,124 +28,109 @@ from trainer.tokenizer import load_tokenizer
 class RunResult:
     run_dir: Path
     step: int
-    val_loss: Optional[float]
+    val_loss: Optional[float]   # None when there was nothing left to train
     sample: str
 
 
-def run_directory(cfg: Config) -> Path:
-    return Path(cfg.train.runs_dir) / cfg.train.name
-
-
 def train(cfg: Config, runtime: Runtime) -> RunResult:
-    """Train to cfg.train.steps (or stop_after steps of this invocation); collective on all ranks."""
-    device, run_dir = runtime.device, run_directory(cfg)
-    ckpt_root = run_dir / "checkpoints"
-    resume_from = resolve_resume(cfg.checkpoint.resume, ckpt_root)
-    if resume_from is None and cfg.checkpoint.resume == "none" and checkpoint_steps(ckpt_root):
-        raise UserError(f"{run_dir} already holds checkpoints: resume with checkpoint.resume=auto "
-                        f"or pick another train.name")
-    data = TokenData.open(cfg.data.dir)
-    data.check_fits(cfg.model.vocab_size, cfg.model.seq_len)
-    layout = Layout(dp_replicate=runtime.world_size, micro_batch=cfg.train.micro_batch)
-    n_micro = cfg.grad_accum_steps(layout.dp)
-    mesh = build_mesh(layout, device)
-
-    with torch.device("meta"):
-        raw_model = Transformer(cfg.model)
-    raw_model.to_empty(device=device)
-    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and every layout
-    raw_model.init_weights()
-    model = parallelize(raw_model, layout, mesh, device, cfg.parallel.bucket_mb)
-    optimizer = build_optimizer(model, cfg.optim, device.type)
-    precision = Precision(cfg.precision, device.type)
-    sampler = WindowSampler(data.train, cfg.model.seq_len, cfg.global_batch, runtime.rank,
-                            layout.dp, cfg.train.seed)
-    val_BT = eval_windows(data.val, cfg.model.seq_len, cfg.train.eval_batches * cfg.train.micro_batch,
-                          cfg.train.seed)
-
-    step = 0
-    if resume_from is not None:
-        saved = load_checkpoint(resume_from, model, optimizer, _train_state(0, sampler, precision),
-                                runtime.rank)
-        step = int(saved["step"])
-        sampler.load_state_dict(saved["sampler"])
-        precision.load_state_dict(saved["scaler"])
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        start = f"resuming from {resume_from}" if resume_from else "starting"
-        print(f"[scaleplan] {start}: {count_params(cfg.model.spec()):,} parameters, {layout.dp} data-parallel "
-              f"rank(s), {n_micro} micro-step(s) of {cfg.train.micro_batch} x {cfg.model.seq_len} tokens",
-              flush=True)
-    dist.barrier()
-    if step >= cfg.train.steps:
-        if runtime.is_main:
-            print(f"[scaleplan] {run_dir} is already complete at step {step}", flush=True)
-        return RunResult(run_dir, step, None, "")
-
-    metrics = MetricsWriter(run_dir, runtime.is_main, cfg.log.tensorboard)
-    spec = cfg.model.spec()
-    flops_per_step = flops_per_token(spec) * cfg.tokens_per_step
-    peak = peak_flops_per_device(device, cfg.precision.dtype)
-    evaluate = lambda: validation_loss(raw_model, val_BT, cfg.train.micro_batch, runtime.rank,
-                                       runtime.world_size, precision, device)
-    last_stop = cfg.train.steps if cfg.train.stop_after is None else min(
-        cfg.train.steps, step + cfg.train.stop_after)
+    """Train to cfg.train.steps, or for cfg.train.stop_after steps of this invocation."""
+    run = build_run(cfg, runtime)
+    announce(run)
+    if run.step >= cfg.train.steps:
+        return RunResult(run.run_dir, run.step, None, "")
+    stop = min(cfg.train.steps, run.step + (cfg.train.stop_after or cfg.train.steps))
+    metrics = MetricsWriter(run.run_dir, runtime.is_main, cfg.log.tensorboard)
+    rate = ThroughputMeter(cfg, runtime, run.step)
     val_loss = None
-    if step == 0:
-        val_loss = evaluate()
+    if run.step == 0:
+        val_loss = evaluate(run)
         metrics.write(0, {"val_loss": val_loss})
-    progress = tqdm(total=cfg.train.steps, initial=step, disable=not (runtime.is_main and cfg.log.progress),
-                    unit="step", dynamic_ncols=True)
-    window_start, window_steps = time.perf_counter(), 0
-    while step < last_stop:
-        lr = lr_at(step, cfg.train.steps, cfg.optim)
-        set_lr(optimizer, lr)
-        loss, grad_norm = train_step(model, sampler.micro_batches(cfg.train.micro_batch), n_micro,
-                                     optimizer, precision, cfg.optim.grad_clip, device)
-        step += 1
-        window_steps += 1
+    progress = tqdm(total=cfg.train.steps, initial=run.step, unit="step", dynamic_ncols=True,
+                    disable=not (runtime.is_main and cfg.log.progress))
+    while run.step < stop:
+        lr = lr_at(run.step, cfg.train.steps, cfg.optim)
+        set_lr(run.optimizer, lr)
+        loss, grad_norm = train_step(run.model, run.sampler.micro_batches(cfg.train.micro_batch), run.n_micro,
+                                     run.optimizer, run.precision, cfg.optim.grad_clip, runtime.device)
+        run.step += 1
         progress.update(1)
-        if step % cfg.log.every == 0 or step == last_stop:
-            dist.all_reduce(loss)  # SUM (gloo has no AVG); host sync only on log steps
-            elapsed = time.perf_counter() - window_start
-            tokens_per_s = window_steps * cfg.tokens_per_step / elapsed
+        if run.step % cfg.log.every == 0 or run.step == stop:
+            dist.all_reduce(loss)  # a SUM (gloo has no AVG); the only host sync, on log steps
             record = {"loss": loss.item() / runtime.world_size, "lr": lr, "grad_norm": grad_norm.item(),
-                      "tokens_per_s": tokens_per_s, "peak_mem_gib": peak_memory_gib(device),
-                      "mfu": (flops_per_step * window_steps / elapsed / (peak * runtime.world_size))
-                      if peak else None}
-            if step % cfg.train.eval_every == 0 or step == last_stop:
-                record["val_loss"] = val_loss = evaluate()
-            metrics.write(step, record)
-            progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}")
-            window_start, window_steps = time.perf_counter(), 0
-        if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or (
-                step == last_stop and (cfg.checkpoint.save_final or step < cfg.train.steps)):
-            save_checkpoint(ckpt_root, step, model, optimizer, _train_state(step, sampler, precision),
+                      **rate.measure(run.step)}
+            if run.step % cfg.train.eval_every == 0 or run.step == stop:
+                record["val_loss"] = val_loss = evaluate(run)
+            metrics.write(run.step, record)
+            progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+        if (cfg.checkpoint.every and run.step % cfg.checkpoint.every == 0) or (
+                run.step == stop and (cfg.checkpoint.save_final or stop < cfg.train.steps)):
+            save_checkpoint(run.checkpoint_root, run.step, run.model, run.optimizer, run.train_state(),
                             cfg.to_yaml(), runtime.rank, cfg.checkpoint.keep)
     progress.close()
     metrics.close()
+    return finish(run, val_loss)
 
-    sample = ""
-    if step == cfg.train.steps and runtime.is_main:
-        sample = _sample(raw_model, cfg, data.meta["tokenizer"], device)
-        append_run(Path(cfg.train.runs_dir) / "runs.csv", cfg.train.name, count_params(spec),
-                   step * cfg.tokens_per_step, val_loss)
+
+def announce(run: Run) -> None:
+    cfg, runtime = run.cfg, run.runtime
+    if runtime.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "config.yaml").write_text(cfg.to_yaml())
+        if run.step >= cfg.train.steps:
+            print(f"[scaleplan] {run.run_dir} is already complete at step {run.step}", flush=True)
+        else:
+            start = f"resuming from {run.resumed_from}" if run.resumed_from else "starting"
+            print(f"[scaleplan] {start}: {count_params(cfg.model.spec()):,} parameters, {run.layout.dp} "
+                  f"data-parallel rank(s), {run.n_micro} micro-step(s) of {cfg.train.micro_batch} x "
+                  f"{cfg.model.seq_len} tokens per rank", flush=True)
     dist.barrier()
-    return RunResult(run_dir, step, val_loss, sample)
 
 
-def _train_state(step: int, sampler: WindowSampler, precision: Precision) -> dict:
-    return {"step": step, "sampler": sampler.state_dict(), "scaler": precision.state_dict()}
+def evaluate(run: Run) -> float:
+    return validation_loss(run.raw_model, run.val_BT, run.cfg.train.micro_batch, run.runtime.rank,
+                           run.runtime.world_size, run.precision, run.runtime.device)
 
 
-def _sample(model: Transformer, cfg: Config, tokenizer_name: str, device: torch.device) -> str:
+class ThroughputMeter:
+    """tokens/s, MFU and peak memory over the steps since the last measurement."""
+
+    def __init__(self, cfg: Config, runtime: Runtime, start_step: int):
+        self.tokens_per_step = cfg.tokens_per_step
+        self.flops_per_step = flops_per_token(cfg.model.spec()) * cfg.tokens_per_step
+        peak = peak_flops_per_device(runtime.device, cfg.precision.dtype)
+        self.peak_total = peak * runtime.world_size if peak else None
+        self.device = runtime.device
+        self.last_time, self.last_step = time.perf_counter(), start_step
+
+    def measure(self, step: int) -> dict:
+        now = time.perf_counter()
+        steps, elapsed = step - self.last_step, now - self.last_time
+        self.last_time, self.last_step = now, step
+        tokens_per_s = steps * self.tokens_per_step / elapsed
+        mfu = steps * self.flops_per_step / elapsed / self.peak_total if self.peak_total else None
+        return {"tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_gib": peak_memory_gib(self.device)}
+
+
+def finish(run: Run, val_loss: float) -> RunResult:
+    """At the end of the whole run: a sample from the model and a row in runs/runs.csv."""
+    cfg, sample = run.cfg, ""
+    if run.step == cfg.train.steps and run.runtime.is_main:
+        sample = generate_sample(run)
+        append_run(Path(cfg.train.runs_dir) / "runs.csv", cfg.train.name, count_params(cfg.model.spec()),
+                   run.step * cfg.tokens_per_step, val_loss)
+    dist.barrier()
+    return RunResult(run.run_dir, run.step, val_loss, sample)
+
+
+def generate_sample(run: Run) -> str:
     """A short continuation of train.sample_prompt, to see what the model has learned."""
+    cfg, device = run.cfg, run.runtime.device
     if cfg.train.sample_tokens == 0:
         return ""
-    tokenizer = load_tokenizer(tokenizer_name)
+    tokenizer = load_tokenizer(run.data.meta["tokenizer"])
     prompt = tokenizer.encode(cfg.train.sample_prompt) or [0]
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    model.eval()
-    out = model.generate(torch.tensor([prompt], device=device), cfg.train.sample_tokens, generator=generator)
+    run.raw_model.eval()
+    out = run.raw_model.generate(torch.tensor([prompt], device=device), cfg.train.sample_tokens,
+                                 temperature=cfg.train.sample_temperature, generator=generator)
     return tokenizer.decode(out[0].tolist())
