@@ -105,9 +105,10 @@ def objective_at(law: ScalingLaw, runs: Runs, objective: Objective) -> float:
     return value
 
 
-def refine(theta0: np.ndarray, runs: Runs, objective: Objective, method: str = METHOD) -> LocalOptimum:
-    """Quasi-Newton (BFGS or L-BFGS-B) from theta0 on the exact gradient, restarted once to shed a
-    stale Hessian approximation."""
+def refine(theta0: np.ndarray, runs: Runs, objective: Objective, method: str = METHOD,
+           rounds: int = POLISH_ROUNDS, gtol: Optional[float] = None) -> LocalOptimum:
+    """Quasi-Newton (BFGS or L-BFGS-B) from theta0 on the exact gradient, restarted up to `rounds`
+    times to shed a stale Hessian approximation."""
     log_N, log_D, log_loss = np.log(runs.N), np.log(runs.D), np.log(runs.loss)
     start_value, _ = value_and_gradient(theta0, log_N, log_D, log_loss, objective)
     scale = 1.0 / start_value if np.isfinite(start_value) and start_value > 0 else 1.0
@@ -119,8 +120,9 @@ def refine(theta0: np.ndarray, runs: Runs, objective: Objective, method: str = M
         return value * scale, gradient * scale
 
     theta, iterations, result = np.asarray(theta0, float), 0, None
-    for _ in range(POLISH_ROUNDS):
-        result = minimize(scaled, theta, jac=True, method=method, options=OPTIONS[method])
+    for _ in range(rounds):
+        options = dict(OPTIONS[method], **({"gtol": gtol} if gtol else {}))
+        result = minimize(scaled, theta, jac=True, method=method, options=options)
         iterations += int(result.nit)
         improved = result.fun < scaled(theta)[0] * (1 - 1e-13)
         theta = result.x
@@ -134,11 +136,13 @@ def refine(theta0: np.ndarray, runs: Runs, objective: Objective, method: str = M
                         converged=converged, message=str(result.message), iterations=iterations)
 
 
-def fit_from_starts(runs: Runs, objective: Objective, starts: Sequence[np.ndarray]) -> FitResult:
+def fit_from_starts(runs: Runs, objective: Objective, starts: Sequence[np.ndarray],
+                    rounds: int = POLISH_ROUNDS, gtol: Optional[float] = None) -> FitResult:
     """Refine each start and keep the best (no grid; the bootstrap uses this with warm starts)."""
     if len(runs) < MIN_RUNS:
         raise UserError(f"{len(runs)} runs: the 5-parameter law needs at least {MIN_RUNS}")
-    optima = sorted((refine(np.asarray(s, float), runs, objective) for s in starts), key=lambda o: o.objective)
+    optima = sorted((refine(np.asarray(s, float), runs, objective, rounds=rounds, gtol=gtol) for s in starts),
+                    key=lambda o: o.objective)
     best = optima[0]
     _, gradient = value_and_gradient(best.theta, np.log(runs.N), np.log(runs.D), np.log(runs.loss), objective)
     return FitResult(law=law_from_theta(best.theta), theta=best.theta, objective=best.objective,

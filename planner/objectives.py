@@ -74,14 +74,18 @@ class Objective:
 
 
 def log_prediction(theta: np.ndarray, log_N: np.ndarray, log_D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log L̂ = logsumexp(log E, log A - alpha log N, log B - beta log D) and the softmax weights
-    (share of E, A-term and B-term in L̂), which are the gradient of log L̂ w.r.t. the log terms."""
+    """log L̂ and the shares E/L̂, (A/N^alpha)/L̂, (B/D^beta)/L̂ (the gradient of log L̂ w.r.t. the
+    three log terms). Non-finite where a trial point overflows; callers treat that as +inf."""
     log_E, log_A, log_B, alpha, beta = theta
-    terms = np.stack([np.full_like(log_N, log_E), log_A - alpha * log_N, log_B - beta * log_D])
-    peak = terms.max(axis=0)
-    shifted = np.exp(terms - peak)
-    total = shifted.sum(axis=0)
-    return peak + np.log(total), shifted / total
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        N_term = np.exp(log_A - alpha * log_N)
+        D_term = np.exp(log_B - beta * log_D)
+        prediction = np.exp(log_E) + N_term + D_term
+        shares = np.empty((3, len(log_N)))
+        np.divide(np.exp(log_E), prediction, out=shares[0])
+        np.divide(N_term, prediction, out=shares[1])
+        np.divide(D_term, prediction, out=shares[2])
+        return np.log(prediction), shares
 
 
 def value_and_gradient(theta: np.ndarray, log_N: np.ndarray, log_D: np.ndarray, log_loss: np.ndarray,
@@ -89,13 +93,9 @@ def value_and_gradient(theta: np.ndarray, log_N: np.ndarray, log_D: np.ndarray, 
     """Objective at theta = (log E, log A, log B, alpha, beta) and its exact gradient."""
     log_pred, shares = log_prediction(theta, log_N, log_D)
     residual = log_loss - log_pred
-    # d r / d theta = -d log L̂ / d theta; d log L̂/d alpha = -log N · share_A (and alike for beta).
+    # d r / d theta = -d log L̂ / d theta; d log L̂ / d alpha = -log N · share_A (and alike for beta).
     slope = -objective.derivative(residual)
-    gradient = np.array([
-        slope @ shares[0],
-        slope @ shares[1],
-        slope @ shares[2],
-        -(slope * log_N) @ shares[1],
-        -(slope * log_D) @ shares[2],
-    ])
+    weighted = shares @ slope
+    gradient = np.array([weighted[0], weighted[1], weighted[2],
+                         -(slope * log_N) @ shares[1], -(slope * log_D) @ shares[2]])
     return float(objective.pointwise(residual).sum()), gradient

@@ -1,0 +1,70 @@
+"""`scaleplan allocate`: the compute-optimal (N, D) and a model shape for a budget."""
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+from launch.planner_args import add_json_flag, add_law_argument, human, print_json, print_warnings
+from planner.allocate import Allocation, allocate, budget_flops
+from planner.law import load_law
+from planner.shape import Shape, shape_for_params
+
+NAME = "allocate"
+HELP = "split a compute budget into model size N and tokens D, and shape the model"
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("budget (give exactly one)")
+    group.add_argument("--flops", type=float, metavar="C", help="training FLOPs")
+    group.add_argument("--pf-days", type=float, metavar="X", help="petaFLOP/s-days (8.64e19 FLOPs each)")
+    group.add_argument("--gpu-hours", type=float, metavar="H", help="GPU-hours, with --gpu and --mfu")
+    group.add_argument("--gpu", metavar="ID", help="GPU id from the catalog (planner/hardware.py), e.g. h100-sxm")
+    group.add_argument("--mfu", type=float, metavar="F", help="model FLOP utilisation, e.g. 0.4")
+
+
+def add_shape_arguments(parser: argparse.ArgumentParser, arch_default: Optional[str] = "gpt") -> None:
+    group = parser.add_argument_group("model shape")
+    group.add_argument("--arch", choices=("gpt", "llama"), default=arch_default, help="model family")
+    group.add_argument("--vocab-size", type=int, default=None, help="default 50304 (gpt) / 32000 (llama)")
+    group.add_argument("--seq-len", type=int, default=None, help="default 2048 (gpt) / 4096 (llama)")
+    group.add_argument("--tie-embeddings", action="store_true", help="share input and output embeddings")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_budget_arguments(parser)
+    add_law_argument(parser)
+    add_shape_arguments(parser)
+    parser.add_argument("--unique-tokens", type=float, metavar="U",
+                        help="unique tokens available: apply the data-constrained law (Muennighoff et al. 2023)")
+    add_json_flag(parser)
+
+
+def allocation_payload(allocation: Allocation, shape: Shape) -> dict:
+    payload = allocation.to_json()
+    payload["shape"] = shape.to_json()
+    payload["shape"]["D_at_budget"] = allocation.C / (6.0 * shape.params)
+    payload["warnings"] = list(allocation.warnings)
+    return payload
+
+
+def print_allocation(allocation: Allocation, shape: Shape) -> None:
+    print(f"budget {allocation.C:.4g} FLOPs, law {allocation.law}")
+    print(f"N {human(allocation.N)} params, D {human(allocation.D)} tokens "
+          f"({allocation.tokens_per_param:.1f} tokens/param), predicted loss {allocation.loss:.4f}")
+    if allocation.unique_tokens is not None:
+        print(f"{allocation.epochs:.2f} epochs over {human(allocation.unique_tokens)} unique tokens "
+              f"(worth {human(allocation.effective_tokens)} fresh ones)")
+    print(f"shape {shape.describe()}")
+
+
+def run(args: argparse.Namespace) -> int:
+    C = budget_flops(args.flops, args.pf_days, args.gpu_hours, args.gpu, args.mfu)
+    law = load_law(args.law)
+    allocation = allocate(law, C, args.unique_tokens)
+    shape = shape_for_params(allocation.N, args.arch, args.vocab_size, args.seq_len, args.tie_embeddings)
+    print_warnings(allocation.warnings)
+    if args.json:
+        print_json(allocation_payload(allocation, shape))
+    else:
+        print_allocation(allocation, shape)
+    return 0

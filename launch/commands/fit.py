@@ -1,0 +1,77 @@
+"""`scaleplan fit RUNS.csv`: fit L(N, D) = E + A/N^alpha + B/D^beta to finished runs."""
+from __future__ import annotations
+
+import argparse
+
+from launch.planner_args import (add_fit_arguments, add_json_flag, fit_from_args, human, objective_from_args,
+                                 print_json, print_warnings)
+from planner.bootstrap import DEFAULT_CONFIDENCE, bootstrap
+from planner.diagnostics import all_warnings
+from planner.errors import UserError
+from planner.fit import describe
+from planner.plots import write_fit_plots
+from planner.runs_io import read_runs
+
+NAME = "fit"
+HELP = "fit the scaling law L(N, D) to a table of runs (N, D, loss)"
+DEFAULT_BUDGET_FACTOR = 10.0   # intervals for N_opt/D_opt are reported at 10x the largest run unless --at-flops
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", metavar="RUNS.csv", help="CSV with N, D, loss (C optional) or C, N, loss")
+    add_fit_arguments(parser)
+    parser.add_argument("--drop-highest-loss", type=int, default=0, metavar="K",
+                        help="leave out the K highest-loss runs (Besiroglu et al. 2024 drop 5 outliers)")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples (0: none)")
+    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, help="interval level (default 0.9)")
+    parser.add_argument("--workers", type=int, default=None, help="bootstrap processes (default: all cores)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
+    parser.add_argument("--at-flops", type=float, default=None, metavar="C",
+                        help="budget for the N_opt / D_opt / loss intervals (default 10x the largest run)")
+    parser.add_argument("--plots", metavar="DIR", help="write PNG figures into DIR")
+    parser.add_argument("--out", metavar="FIT.json", help="also write the JSON result here (for allocate --law)")
+    add_json_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.drop_highest_loss < 0:
+        raise UserError("--drop-highest-loss must be 0 or more")
+    runs = read_runs(args.runs, min_runs=None).without_highest_loss(args.drop_highest_loss)
+    if len(runs) < 5:
+        raise UserError(f"{args.runs}: {len(runs)} runs left; the 5-parameter law needs at least 5")
+    fit = fit_from_args(args, runs)
+    budget = args.at_flops if args.at_flops is not None else DEFAULT_BUDGET_FACTOR * float(runs.C.max())
+    if budget <= 0:
+        raise UserError(f"--at-flops must be positive, got {budget:g}")
+    fit.warnings = all_warnings(fit, runs)
+    payload = fit.to_json()
+    N_opt, D_opt = fit.law.optimal_allocation(budget)
+    payload["at_budget"] = {"C": budget, "N": N_opt, "D": D_opt, "loss": float(fit.law.predict(N_opt, D_opt))}
+    boot = None
+    if args.bootstrap:
+        boot = bootstrap(runs, fit, args.bootstrap, budget, objective_from_args(args), confidence=args.confidence,
+                         seed=args.seed, workers=args.workers)
+        payload["intervals"] = boot.to_json()["intervals"]
+        payload["bootstrap"] = boot.to_json()
+    if args.plots:
+        point = dict(fit.law.params(), N_opt=N_opt, D_opt=D_opt, loss=payload["at_budget"]["loss"])
+        payload["plots"] = [str(p) for p in write_fit_plots(args.plots, fit, runs, boot=boot, point=point)]
+    if args.out:
+        import json
+        with open(args.out, "w") as handle:
+            json.dump(payload, handle, indent=2, default=lambda v: v.tolist())
+    print_warnings(fit.warnings)
+    if args.json:
+        print_json(payload)
+        return 0
+    print(describe(fit))
+    at = payload["at_budget"]
+    print(f"at C = {budget:.3g} FLOPs: N_opt {human(at['N'])}, D_opt {human(at['D'])} "
+          f"({at['D'] / at['N']:.1f} tokens/param), loss {at['loss']:.4f}")
+    if boot is not None:
+        print(f"{100 * boot.confidence:.0f} % bootstrap intervals ({len(boot.params)}/{boot.requested} resamples):")
+        for name, (low, high) in boot.intervals().items():
+            print(f"  {name:>6}: [{low:.5g}, {high:.5g}]")
+    for path in payload.get("plots", []):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,122 @@
+"""Bootstrap over runs: refit the law on resampled runs to put intervals on every parameter, on the
+compute-optimal N and D at a budget, and on the loss predicted there.
+
+Resamples are fitted in worker processes started with the `spawn` method (safe next to threads and
+on macOS/Windows, where the chinchilla library's fork-only pool hangs); the work function is
+top-level and its arguments are plain arrays, so everything pickles.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from planner.errors import UserError
+from planner.fit import FitResult, fit_from_starts, law_from_theta
+from planner.law import PARAM_NAMES
+from planner.objectives import Objective
+from planner.runs_io import MIN_RUNS, Runs
+
+DEFAULT_CONFIDENCE = 0.9
+RESAMPLE_GTOL = 1e-7   # on the rescaled objective; parameters settle far below the bootstrap spread
+MAX_WARM_STARTS = 2     # the full fit's best few distinct optima seed every resample's refinement
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """One row per successful resample: the law's parameters and what it implies at `budget`."""
+
+    params: np.ndarray      # (n, 5): E, A, B, alpha, beta
+    N_opt: np.ndarray
+    D_opt: np.ndarray
+    loss_opt: np.ndarray
+    budget: float
+    confidence: float
+    requested: int
+
+    def quantities(self) -> dict[str, np.ndarray]:
+        columns = {name: self.params[:, i] for i, name in enumerate(PARAM_NAMES)}
+        columns.update(N_opt=self.N_opt, D_opt=self.D_opt, loss=self.loss_opt)
+        return columns
+
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """Percentile intervals at `confidence` for every quantity."""
+        tail = 100.0 * (1.0 - self.confidence) / 2.0
+        return {name: (float(np.percentile(v, tail)), float(np.percentile(v, 100.0 - tail)))
+                for name, v in self.quantities().items()}
+
+    def to_json(self) -> dict:
+        return {"resamples": self.requested, "succeeded": len(self.params), "confidence": self.confidence,
+                "budget_flops": self.budget,
+                "intervals": {name: list(bounds) for name, bounds in self.intervals().items()}}
+
+
+def resample_indices(n_runs: int, n_resamples: int, seed: int) -> list[np.ndarray]:
+    """Index sets drawn with replacement; redrawn when fewer than MIN_RUNS distinct runs survive."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    while len(draws) < n_resamples:
+        index = rng.integers(0, n_runs, n_runs)
+        if len(np.unique(index)) >= MIN_RUNS:
+            draws.append(np.sort(index))
+    return draws
+
+
+def fit_resamples(N: np.ndarray, D: np.ndarray, loss: np.ndarray, objective: Objective,
+                  starts: Sequence[np.ndarray], draws: Sequence[np.ndarray]) -> list[Optional[np.ndarray]]:
+    """Refit on each index set (worker entry point; top-level so `spawn` can pickle it)."""
+    runs = Runs(N=N, D=D, loss=loss)
+    thetas: list[Optional[np.ndarray]] = []
+    for index in draws:
+        # One quasi-Newton round from warm starts: a resample's optimum lies close to the full fit's.
+        result = fit_from_starts(runs.subset(index), objective, starts, rounds=1,
+                                 gtol=RESAMPLE_GTOL)
+        thetas.append(result.theta if np.all(np.isfinite(result.theta)) else None)
+    return thetas
+
+
+def warm_starts(fit: FitResult, limit: int = MAX_WARM_STARTS) -> list[np.ndarray]:
+    """The full fit's distinct local optima, best first."""
+    starts: list[np.ndarray] = []
+    for optimum in fit.optima:
+        if all(np.max(np.abs(optimum.theta - s)) > 1e-4 for s in starts):
+            starts.append(optimum.theta)
+        if len(starts) == limit:
+            break
+    return starts
+
+
+def bootstrap(runs: Runs, fit: FitResult, n_resamples: int, budget: float,
+              objective: Objective = Objective(), confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
+              workers: Optional[int] = None) -> BootstrapResult:
+    """Refit `n_resamples` resamples of `runs`, warm-started from `fit`'s optima, in `workers`
+    spawned processes (1: in this process)."""
+    if n_resamples < 2:
+        raise UserError(f"--bootstrap needs at least 2 resamples, got {n_resamples}")
+    if not 0 < confidence < 1:
+        raise UserError(f"confidence must lie between 0 and 1, got {confidence}")
+    draws = resample_indices(len(runs), n_resamples, seed)
+    starts = warm_starts(fit)
+    workers = max(1, min(workers or os.cpu_count() or 1, n_resamples))
+    if workers == 1:
+        thetas = fit_resamples(runs.N, runs.D, runs.loss, objective, starts, draws)
+    else:
+        # A few chunks per worker: amortises the cost of shipping arrays and keeps the pool busy.
+        chunks = [draws[i::workers * 2] for i in range(workers * 2)]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(fit_resamples, runs.N, runs.D, runs.loss, objective, starts, chunk)
+                       for chunk in chunks if chunk]
+            thetas = [theta for future in futures for theta in future.result()]
+    laws = [law_from_theta(theta) for theta in thetas if theta is not None]
+    if len(laws) < 2:
+        raise UserError("bootstrap: fewer than 2 resamples could be fitted")
+    params = np.array([[getattr(law, name) for name in PARAM_NAMES] for law in laws])
+    allocations = np.array([law.optimal_allocation(budget) for law in laws])
+    losses = np.array([law.predict(n, d) for law, (n, d) in zip(laws, allocations)])
+    return BootstrapResult(params=params, N_opt=allocations[:, 0], D_opt=allocations[:, 1], loss_opt=losses,
+                           budget=float(budget), confidence=confidence, requested=n_resamples)
