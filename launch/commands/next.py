@@ -1,0 +1,83 @@
+"""`scaleplan next RUNS.csv`: fit the runs, scale the largest run's compute, and write the next
+run's training config (the chinchilla library's loop: fit -> allocate -> train -> refit)."""
+from __future__ import annotations
+
+import argparse
+
+from launch.commands.allocate import add_shape_arguments
+from launch.next_config import next_run_config, write_config
+from launch.planner_args import add_fit_arguments, add_json_flag, fit_from_args, human, print_json, print_warnings
+from planner.allocate import allocate
+from planner.diagnostics import all_warnings
+from planner.errors import UserError
+from planner.fit import describe
+from planner.model_spec import ModelSpec, count_params
+from planner.plots import write_fit_plots
+from planner.runs_io import read_runs
+from planner.shape import shape_for_params
+from trainer.config import PRESETS_DIR, load_config
+
+NAME = "next"
+HELP = "fit the runs and plan the next, larger run (N, D, shape and a training config)"
+DEFAULT_SCALING_FACTOR = 2.0   # the chinchilla library's advice: grow compute moderately between refits
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", metavar="RUNS.csv", help="finished runs: N, D, loss (e.g. runs/runs.csv)")
+    parser.add_argument("--scaling-factor", type=float, default=DEFAULT_SCALING_FACTOR,
+                        help="next budget = factor x the largest run's compute (default 2)")
+    parser.add_argument("--flops", type=float, metavar="C", help="use this budget instead of --scaling-factor")
+    add_fit_arguments(parser)
+    parser.add_argument("--config", default=str(PRESETS_DIR / "default.yaml"),
+                        help="base training config; its data, optimizer and batch settings are kept")
+    add_shape_arguments(parser, arch_default=None)
+    parser.add_argument("--out", default="next_run.yaml", help="where to write the training config")
+    parser.add_argument("--name", default=None, help="train.name of the next run (default next-<N>)")
+    parser.add_argument("--plots", metavar="DIR", help="write PNG figures (with the next point) into DIR")
+    add_json_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.flops is None and not args.scaling_factor > 0:
+        raise UserError(f"--scaling-factor must be positive, got {args.scaling_factor}")
+    runs = read_runs(args.runs)
+    base = load_config(args.config)
+    fit = fit_from_args(args, runs)
+    C = args.flops if args.flops is not None else args.scaling_factor * float(runs.C.max())
+    if C <= 0:
+        raise UserError(f"--flops must be positive, got {C:g}")
+    allocation = allocate(fit.law, C)
+    model = base.model
+    shape = shape_for_params(allocation.N, args.arch or model.arch, args.vocab_size or model.vocab_size,
+                             args.seq_len or model.seq_len, args.tie_embeddings or model.tie_embeddings,
+                             bias=model.bias)
+    # Train the shaped model on the budget's tokens: D = C / (6 N_shape) keeps the compute exact.
+    tokens = C / (6.0 * shape.params)
+    name = args.name or f"next-{human(shape.params)}"
+    config = next_run_config(args.config, shape, tokens, name)
+    path = write_config(config, args.out)
+    trained_tokens = config.train.steps * config.tokens_per_step
+    assert count_params(ModelSpec.from_config(config.model)) == shape.params
+    warnings = all_warnings(fit, runs, C)
+    if config.train.steps < 10:
+        warnings.append(f"the next run has only {config.train.steps} steps: raise --scaling-factor or lower the "
+                        f"batch in {args.config}")
+    payload = {"C": C, "N": shape.params, "D": trained_tokens, "tokens_per_param": trained_tokens / shape.params,
+               "loss": float(fit.law.predict(shape.params, trained_tokens)),
+               "law_optimum": allocation.to_json(), "shape": shape.to_json(), "config": str(path),
+               "steps": config.train.steps, "tokens_per_step": config.tokens_per_step,
+               "fit": {"params": fit.law.params(), "objective": fit.objective}, "warnings": warnings}
+    if args.plots:
+        payload["plots"] = [str(p) for p in write_fit_plots(args.plots, fit, runs, (shape.params, trained_tokens))]
+    print_warnings(warnings)
+    if args.json:
+        print_json(payload)
+        return 0
+    print(describe(fit))
+    print(f"next budget {C:.4g} FLOPs ({C / runs.C.max():.3g}x the largest run)")
+    print(f"law optimum: N {human(allocation.N)}, D {human(allocation.D)}")
+    print(f"next run: {shape.describe()}")
+    print(f"  {config.train.steps} steps x {config.tokens_per_step:,} tokens = {human(trained_tokens)} tokens "
+          f"({trained_tokens / shape.params:.1f} per param), predicted loss {payload['loss']:.4f}")
+    print(f"wrote {path}  (train with: torchrun --standalone --nproc_per_node=N launch/train.py --config {path})")
+    return 0
