@@ -37,15 +37,26 @@ def fallback_shape(n_params: float, arch: str = "llama", seq_len: int = 4096,
 
 def spec_for_params(n_params: float, arch: str = "llama", seq_len: int = 4096,
                     vocab_size: int = 32000) -> ModelSpec:
-    """A model of about `n_params` parameters."""
+    """A model of about `n_params` parameters: `planner.shape.shape_for_params` (the scaling
+    planner's shaping) with KV heads made TP-friendly, or `fallback_shape` where that is absent."""
     if not (1e6 <= n_params <= 1e13):
         raise UserError(f"--params {n_params:g} is outside 1e6 .. 1e13")
     try:
-        from planner.shape import shape_for_params  # the scaling planner's shaping, when it exists
+        from planner.shape import shape_for_params  # the scaling planner's shaping, when present
     except ImportError:
         return fallback_shape(n_params, arch, seq_len, vocab_size)
-    try:
-        return shape_for_params(n_params, arch=arch, seq_len=seq_len, vocab_size=vocab_size)
-    except TypeError:   # a different signature: take its shape and set our sequence and vocabulary
-        from dataclasses import replace
-        return replace(shape_for_params(n_params, arch), seq_len=seq_len, vocab_size=vocab_size)
+    shaped = shape_for_params(n_params, arch=arch, vocab_size=vocab_size, seq_len=seq_len)
+    return tp_friendly_kv_heads(getattr(shaped, "spec", shaped))
+
+
+def tp_friendly_kv_heads(spec: ModelSpec, node: int = 8) -> ModelSpec:
+    """Round grouped-query KV heads down to a multiple of `node` that divides the heads (72 heads,
+    9 KV heads -> 8), so tensor parallelism up to a whole node can split them; otherwise TP would
+    be stuck at 1 or 3 for the whole search. Changes the count by 2·d·head_dim per layer per head."""
+    from dataclasses import replace
+
+    kv = spec.n_kv_heads
+    if not kv or kv % node == 0 or kv == spec.n_heads:
+        return spec
+    options = [k for k in range(node, kv + 1, node) if spec.n_heads % k == 0]
+    return replace(spec, n_kv_heads=max(options)) if options else spec

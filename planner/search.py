@@ -43,7 +43,7 @@ class PlanResult:
         """Indices of evaluated candidates that do not fit, smallest memory first."""
         key = "detailed" if self.inputs.memory_model == "detailed" else "rule24"
         bad = np.flatnonzero(~self.memory["fits"])
-        return bad[np.argsort(self.memory[key][bad])]
+        return bad[np.lexsort((self.memory["detailed"][bad], self.memory[key][bad]))]
 
 
 def divisors(n: int) -> list[int]:

@@ -127,7 +127,8 @@ def build_inputs(args: argparse.Namespace, cfg=None, n_gpus: Optional[int] = Non
     from planner.plan_inputs import PlanInputs
 
     spec = model_spec_from_args(args, cfg)
-    n_gpus = n_gpus or args.gpus or 8
+    if n_gpus is None:
+        n_gpus = args.gpus if args.gpus is not None else 8
     _positive("--gpus", n_gpus)
     _positive("--gpus-per-node", args.gpus_per_node)
     if n_gpus > 1_000_000:
