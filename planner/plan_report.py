@@ -151,6 +151,11 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
         for rank, text in disagreements[:3]:
             console.print(f"  #{rank}: {text}")
 
+    shown_selective = any(x.recompute[int(i)] == 1 for i in result.ranked[:top])
+    if shown_selective and inputs.attention == "flash":
+        console.print("[bold]Note[/]: selective recomputation re-runs the attention scores so that the "
+                      "s×s matrices are not stored (Korthikanti et al. 2022); flash attention never stores "
+                      "them, so here it costs and saves nothing.")
     oom = result.oom
     if len(oom) or result.rejected:
         console.print("[bold]Rejected[/]:")
@@ -160,8 +165,10 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
             i = int(oom[0])
             deciding = "detailed" if inputs.memory_model == "detailed" else "rule24"
             parts = m["breakdown"] if deciding == "detailed" else m["rule24_breakdown"]
-            largest = max(parts, key=lambda p: float(parts[p][i]))
+            names = list(parts)
+            largest_by_layout = np.argmax(np.stack([parts[p][oom] for p in names]), axis=0)
+            counts = np.bincount(largest_by_layout, minlength=len(names))
+            by_part = ", ".join(f"{names[k]} in {counts[k]}" for k in np.argsort(-counts) if counts[k])
             console.print(
-                f"  {len(oom)} × out of memory under {deciding}; the smallest, {describe(x.layout(i))}, "
-                f"needs {gib(m[deciding][i])} GiB of {gib(inputs.gpu.hbm_bytes)} (largest part: "
-                f"{largest} {gib(parts[largest][i])} GiB)")
+                f"  {len(oom)} × out of memory under {deciding} (largest part: {by_part}); the smallest, "
+                f"{describe(x.layout(i))}, needs {gib(m[deciding][i])} GiB of {gib(inputs.gpu.hbm_bytes)}")
