@@ -14,7 +14,8 @@ from planner.memory_activations import (embedding_bytes, head_bytes, layer_activ
                                         logits_bytes, micro_batches_in_flight)
 from planner.memory_rule24 import rule24_breakdown
 from planner.memory_states import (compute_bytes, deepspeed_accounting_states, detailed_model_states,
-                                   largest_layer_params, layer_params_per_tp_rank, stage_params)
+                                   largest_layer_params, layer_params_per_tp_rank,
+                                   matmul_params_on_stage, stage_params)
 from planner.model_spec import count_params
 from planner.plan_inputs import PlanInputs
 
@@ -43,7 +44,8 @@ def stage_memory(inputs: PlanInputs, layouts: LayoutArrays, stage) -> dict[str, 
     if inputs.accounting == "deepspeed":
         states = deepspeed_accounting_states(held, x.shard, x.zero, largest_layer_params(spec) / x.tp)
     else:
-        states = detailed_model_states(held, x.shard, x.backend, x.zero, inputs.precision, layer_held)
+        states = detailed_model_states(held, x.shard, x.backend, x.zero, inputs.precision, layer_held,
+                                       matmul_params_on_stage(spec, x.tp, x.pp, stage))
 
     act = compute_bytes(inputs.precision)
     res = residual_bytes(inputs.precision, x.backend)

@@ -61,6 +61,17 @@ def stage_params(spec: ModelSpec, tp, pp, stage) -> np.ndarray:
     return layers + embedding + head
 
 
+def matmul_params_on_stage(spec: ModelSpec, tp, pp, stage) -> np.ndarray:
+    """Parameters of the Linear layers (weights and biases) one GPU of stage `stage` holds: what
+    autocast casts to 16 bits and caches. Embeddings and norms are not cast; the output head is,
+    on the last stage, also when tied to the embedding."""
+    tp, pp, stage = (np.asarray(x) for x in (tp, pp, stage))
+    norms = 2 * spec.d_model * (2 if spec.bias and spec.arch == "gpt" else 1)
+    per_layer = layer_params_per_tp_rank(spec, tp) - norms
+    head = np.where(stage == pp - 1, spec.vocab_size * spec.d_model / tp, 0.0)
+    return spec.n_layers / pp * per_layer + head
+
+
 def largest_layer_params(spec: ModelSpec) -> int:
     """Parameters of the largest single module (DeepSpeed's `largest_layer_params`): the embedding
     or output head, or one MLP / attention matrix."""
@@ -70,16 +81,18 @@ def largest_layer_params(spec: ModelSpec) -> int:
 
 
 def detailed_model_states(held, shard, backend: np.ndarray, zero, precision: str,
-                          layer_held) -> dict[str, np.ndarray]:
+                          layer_held, cast_held=None) -> dict[str, np.ndarray]:
     """Bytes per GPU: persistent parameter tensors (`params`), 16-bit working copies
     (`compute_copies`), `gradients`, `optimizer` and communication `buffers`.
 
     held: parameters this GPU's stage holds (before sharding); shard: ranks sharing the sharded
     states; backend: codes of layout_arrays.BACKENDS (0 ddp, 1 fsdp, 2 deepspeed); layer_held: one
-    block's parameters on this TP rank.
+    block's parameters on this TP rank; cast_held: the Linear parameters autocast copies under DDP
+    (default: all of `held`).
     """
-    held, shard, zero, layer_held, backend = np.broadcast_arrays(
-        *(np.asarray(x, dtype=float) for x in (held, shard, zero, layer_held, backend)))
+    cast_held = held if cast_held is None else cast_held
+    held, shard, zero, layer_held, backend, cast_held = np.broadcast_arrays(
+        *(np.asarray(x, dtype=float) for x in (held, shard, zero, layer_held, backend, cast_held)))
     c = compute_bytes(precision)
     mixed = precision != "fp32"
     ddp, fsdp, ds = backend == 0, backend == 1, backend == 2
@@ -93,7 +106,7 @@ def detailed_model_states(held, shard, backend: np.ndarray, zero, precision: str
         "gradients": 4 * held / np.where(fsdp, shard, 1.0),
         "optimizer": 8 * held / np.where(fsdp, shard, 1.0),
     }
-    ddp_copies = (2 * held) if mixed else np.zeros_like(held)
+    ddp_copies = (2 * cast_held) if mixed else np.zeros_like(held)
     fsdp_copies = np.where(zero >= 3, 0.0, c * held)            # ZeRO-2 style: unsharded all stage
     fsdp_buffers = np.where(zero >= 3, 2 * layer_held * c, 0.0) + 4 * layer_held
 

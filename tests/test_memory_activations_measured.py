@@ -22,9 +22,9 @@ MODELS = {
 }
 
 
-def measure_saved_bytes(model_fields: dict, precision: str) -> int:
+def measure_saved_bytes(model_fields: dict, precision: str, weight_copies: dict | None = None) -> int:
     """Unique storages autograd saves during one forward with targets, excluding parameters,
-    buffers and autocast's cached weight copies."""
+    buffers and autocast's cached weight copies (collected into `weight_copies` when given)."""
     from trainer.config import ModelConfig
     from trainer.model import Transformer
 
@@ -40,6 +40,8 @@ def measure_saved_bytes(model_fields: dict, precision: str) -> int:
         is_weight_copy = tensor.dtype != torch.float32 and tuple(tensor.shape) in weight_shapes
         if storage.data_ptr() not in owned and not is_weight_copy:
             saved[storage.data_ptr()] = storage.nbytes()
+        elif is_weight_copy and weight_copies is not None:
+            weight_copies[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     idx = torch.randint(0, cfg.vocab_size, (BATCH, cfg.seq_len))
@@ -88,3 +90,17 @@ def test_math_attention_term_is_what_flash_avoids():
     assert math - flash == pytest.approx(4 * spec.n_heads * spec.seq_len ** 2 * BATCH)
     measured = measure_saved_bytes(fields, "fp32")
     assert abs(predicted_saved_bytes(fields, "fp32") - measured) < 0.5 * float(math - flash) * spec.n_layers
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama-gqa"])
+def test_autocast_weight_copies_match_compute_copies(name):
+    """DDP under bf16 autocast: the 16-bit copies of the Linear weights autocast caches for the
+    backward are the `compute_copies` the planner adds to the weights."""
+    from planner.memory_states import detailed_model_states, matmul_params_on_stage
+    from trainer.config import ModelConfig
+
+    copies: dict[int, int] = {}
+    measure_saved_bytes(MODELS[name], "bf16", copies)
+    spec = ModelConfig(**MODELS[name]).spec()
+    predicted = detailed_model_states(0, 1, 0, 0, "bf16", 0, matmul_params_on_stage(spec, 1, 1, 0))
+    assert float(predicted["compute_copies"]) == pytest.approx(sum(copies.values()), rel=0.02)
