@@ -24,7 +24,7 @@ import numpy as np
 from planner.hardware import peak_flops
 from planner.layout_arrays import LayoutArrays
 from planner.memory import micro_batches_per_step
-from planner.memory_states import compute_bytes, layer_params_per_tp_rank, stage_params
+from planner.memory_states import compute_bytes, stage_params
 from planner.model_spec import flops_per_token, layer_matmul_params
 from planner.plan_inputs import PlanInputs
 

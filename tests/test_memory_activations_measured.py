@@ -6,7 +6,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from planner.layout_arrays import LayoutArrays  # noqa: E402
 from planner.memory_activations import (embedding_bytes, head_bytes, layer_activation_bytes,  # noqa: E402
                                         logits_bytes)
 from planner.memory_states import compute_bytes  # noqa: E402

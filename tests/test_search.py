@@ -107,3 +107,14 @@ def test_evaluate_layout_names_every_problem():
         evaluate_layout(inputs, parse_layout("dp=4,tp=16,pp=1", 64))
     with pytest.raises(UserError, match="not a multiple of dp 64 × mb 16"):
         evaluate_layout(inputs, parse_layout("dp=64,mb=16", 64))
+
+
+def test_planner_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, planner.search, planner.plan_report, planner.plan_plots, planner.model_shape, "
+            "planner.hardware, launch.commands.plan; assert 'torch' not in sys.modules, 'torch imported'")
+    from tests.conftest import REPO
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
