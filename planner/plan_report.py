@@ -14,6 +14,11 @@ from planner.search import PlanResult, describe
 
 GIB = 2**30
 DISAGREE_RATIO = 1.25   # the two memory models "disagree" beyond this ratio, or on feasibility
+STORAGE = {
+    "ddp": "fp32 weights, gradients and moments, plus 16-bit weight copies under autocast",
+    "fsdp": "fp32 shards of weights, gradients and moments, plus gathered compute-dtype blocks",
+    "deepspeed": "16-bit weights and gradients, fp32 master weights, gradients and moments per ZeRO stage",
+}
 
 
 def gib(x) -> str:
@@ -72,8 +77,11 @@ def explain_disagreement(result: PlanResult, i: int) -> str | None:
             f"{' with micro-batches in flight (' + layout.pp_schedule + ')' if layout.pp > 1 else ''}"
             f" plus logits is {gib(act_detail)} GiB")
     else:
-        reasons.append(f"model states: rule24 counts 16 B/param = {gib(states_rule)} GiB, "
-                       f"{x.backend_name(i)} in {inputs.precision} stores {gib(states_detail)} GiB")
+        zero = int(x.zero[i])
+        sharding = f", ZeRO-{zero} sharded over dp={int(x.dp[i])}" if zero else ""
+        reasons.append(f"model states: rule24 counts 4 + 4 + 8 B/param{sharding} = {gib(states_rule)} GiB, "
+                       f"{x.backend_name(i)} in {inputs.precision} stores {gib(states_detail)} GiB "
+                       f"({STORAGE[x.backend_name(i)]})")
     if other > 0.05 * detail:
         reasons.append(f"detailed adds {gib(other)} GiB of buffers and reserve (CUDA context, fragmentation)")
     return verdict + ": " + "; ".join(reasons)
@@ -143,7 +151,16 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
     breakdown.add_row("capacity", gib(inputs.gpu.hbm_bytes), *(gib(inputs.gpu.hbm_bytes) for _ in shown))
     console.print(breakdown)
 
-    console.print("[bold]Why #1[/]: " + bottleneck(result, best) + f"; MFU {100 * c['mfu'][best]:.1f}%.")
+    capacity = inputs.gpu.hbm_bytes
+    console.print(
+        "[bold]Why #1[/]: step time is " + bottleneck(result, best) + f"; MFU {100 * c['mfu'][best]:.1f}%. "
+        f"Memory: {gib(capacity - m['rule24'][best])} GiB spare under rule24, "
+        f"{gib(capacity - m['detailed'][best])} GiB under detailed (stage {int(m['peak_stage'][best])} peaks).")
+    if len(result.ranked) > 1:
+        second = int(result.ranked[1])
+        gain = float(c["tokens_per_s"][best] / c["tokens_per_s"][second] - 1)
+        console.print(f"  #2 ({describe(x.layout(second))}) is {100 * gain:.1f}% slower: "
+                      + bottleneck(result, second) + ".")
     disagreements = [(rank, explain_disagreement(result, int(i))) for rank, i in enumerate(result.ranked[:top], 1)]
     disagreements = [(rank, text) for rank, text in disagreements if text]
     if disagreements:

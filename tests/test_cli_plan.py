@@ -152,3 +152,19 @@ def test_json_best_first_matches_search(capsys):
     i = int(result.ranked[0])
     assert best["step_time_s"] == pytest.approx(float(result.cost["step_time_s"][i]))
     assert np.isclose(best["mfu"], float(result.cost["mfu"][i]))
+
+
+def test_printed_table_shows_the_tested_numbers(capsys):
+    """The table's #1 row carries the same figures the JSON (checked above) reports."""
+    code, out, _ = run(capsys, "--params", "7e9", "--gpus", "64", "--json", "--top", "1")
+    best = json.loads(out)["layouts"][0]
+    code, table, _ = run(capsys, "--params", "7e9", "--gpus", "64", "--top", "1")
+    row = next(line for line in table.splitlines() if line.startswith("│  1 "))
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    assert cells[10] == f"{best['memory_gib']['rule24']:.1f}"
+    assert cells[11] == f"{best['memory_gib']['detailed']:.1f}"
+    assert cells[13] == f"{best['step_time_s']:.2f}"
+    assert cells[14] == f"{best['tokens_per_s']:,.0f}"
+    assert cells[15] == f"{100 * best['mfu']:.1f}%"
+    spare = CATALOG["h100-sxm"].hbm_bytes / GIB - best["memory_gib"]["rule24"]
+    assert f"{spare:.1f} GiB spare under rule24" in table
