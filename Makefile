@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/scaleplan prepare --out data/stdlib
-	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) launch/train.py --config configs/default.yaml
+	OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) launch/train.py --config configs/default.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

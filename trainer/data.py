@@ -55,8 +55,9 @@ def prepare(sources: list[Path], tokenizer: Tokenizer, out_dir: Path, val_fracti
             source_name: str = "") -> dict:
     """Tokenize `sources` into `out_dir` and return the header written to meta.json.
 
-    Every file ends with a blank line so modules stay apart; the last `val_fraction` of the token
-    stream (whole files never straddle it) becomes the validation split.
+    Every file ends with a blank line so modules stay apart. Whole files go to validation, spread
+    evenly through the corpus (every k-th file, k = 1 / val_fraction) so the validation split
+    looks like the training split; a single file is split at 1 - val_fraction instead.
     """
     if not 0 < val_fraction < 1:
         raise UserError(f"val_fraction {val_fraction} must be between 0 and 1")
@@ -65,16 +66,14 @@ def prepare(sources: list[Path], tokenizer: Tokenizer, out_dir: Path, val_fracti
     for path in sources:
         text = path.read_text(encoding="utf-8", errors="replace")
         chunks.append(np.asarray(tokenizer.encode(text + "\n\n"), dtype=dtype))
-    lengths = np.array([len(c) for c in chunks])
-    total = int(lengths.sum())
-    # First file index whose start lies in the last val_fraction of the stream.
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    first_val = int(np.searchsorted(starts, total * (1 - val_fraction)))
-    first_val = min(max(first_val, 1), len(chunks) - 1) if len(chunks) > 1 else 1
-    splits = {"train": chunks[:first_val], "val": chunks[first_val:]}
-    if len(chunks) == 1:  # one file: split inside it
-        cut = int(total * (1 - val_fraction))
+    if len(chunks) == 1:
+        cut = int(chunks[0].size * (1 - val_fraction))
         splits = {"train": [chunks[0][:cut]], "val": [chunks[0][cut:]]}
+    else:
+        every = max(2, min(len(chunks), round(1 / val_fraction)))
+        is_val = [(i % every) == every - 1 for i in range(len(chunks))]
+        splits = {"train": [c for c, v in zip(chunks, is_val) if not v],
+                  "val": [c for c, v in zip(chunks, is_val) if v]}
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, parts in splits.items():
@@ -84,7 +83,7 @@ def prepare(sources: list[Path], tokenizer: Tokenizer, out_dir: Path, val_fracti
         tmp.replace(out_dir / f"{split}.bin")  # never leave a half-written file under the real name
         counts[split] = int(array.size)
     meta = {"tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size, "dtype": dtype.name,
-            "tokens": counts, "files": len(sources), "source": source_name}
+            "tokens": counts, "files": len(sources), "source": source_name, "val_fraction": val_fraction}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

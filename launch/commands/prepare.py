@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     meta_path = out / "meta.json"
     if meta_path.is_file() and not args.force:
         meta = json.loads(meta_path.read_text())
-        if meta.get("source") == source_name and meta.get("tokenizer") == tokenizer.name:
+        wanted = {"source": source_name, "tokenizer": tokenizer.name, "val_fraction": args.val_fraction}
+        if all(meta.get(key) == value for key, value in wanted.items()):
             _report(meta, out, args.json, reused=True)
             return 0
     meta = prepare(files, tokenizer, out, args.val_fraction, source_name)
