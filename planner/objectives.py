@@ -90,7 +90,14 @@ def log_prediction(theta: np.ndarray, log_N: np.ndarray, log_D: np.ndarray) -> t
 
 def value_and_gradient(theta: np.ndarray, log_N: np.ndarray, log_D: np.ndarray, log_loss: np.ndarray,
                        objective: Objective) -> tuple[float, np.ndarray]:
-    """Objective at theta = (log E, log A, log B, alpha, beta) and its exact gradient."""
+    """Objective at theta = (log E, log A, log B, alpha, beta) and its exact gradient. Trial points
+    that overflow give non-finite values, which the optimiser treats as +inf (no warnings)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _value_and_gradient(theta, log_N, log_D, log_loss, objective)
+
+
+def _value_and_gradient(theta: np.ndarray, log_N: np.ndarray, log_D: np.ndarray, log_loss: np.ndarray,
+                        objective: Objective) -> tuple[float, np.ndarray]:
     log_pred, shares = log_prediction(theta, log_N, log_D)
     residual = log_loss - log_pred
     # d r / d theta = -d log L̂ / d theta; d log L̂ / d alpha = -log N · share_A (and alike for beta).

@@ -8,7 +8,7 @@ test holds equal to the trainer's built model.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 from planner.errors import UserError
@@ -24,6 +24,9 @@ ASPECT_RANGE = (16.0, 256.0)
 ASPECT_SMALL, ASPECT_LARGE = 64.0, 128.0
 SMALL_MODEL, LARGE_MODEL = 1e8, 1e10
 PARAM_ERROR_WEIGHT = 10.0     # 1 % parameter error costs as much as a ~10 % aspect-ratio deviation
+FFN_STEP = 64                 # tuned FFN widths stay multiples of 64
+FFN_RANGE = (0.5, 2.0)        # ... and within this factor of the standard width
+FFN_PENALTY = 2.0             # a 10 % FFN deviation costs as much as a ~20 % aspect-ratio deviation
 DEFAULT_VOCAB = {"gpt": 50304, "llama": 32000}    # GPT-2's 50257 padded to a multiple of 64; Llama-2
 DEFAULT_SEQ_LEN = {"gpt": 2048, "llama": 4096}
 
@@ -82,18 +85,36 @@ def kv_heads_for(arch: str, n_heads: int) -> Optional[int]:
 
 
 def _candidate(arch: str, d_model: int, n_layers: int, vocab_size: int, seq_len: int,
-               tie_embeddings: bool, bias: bool) -> ModelSpec:
+               tie_embeddings: bool, bias: bool, ffn_hidden: Optional[int] = None) -> ModelSpec:
     n_heads = d_model // head_dim_for(arch, d_model)
     return ModelSpec(arch=arch, n_layers=n_layers, d_model=d_model, n_heads=n_heads, vocab_size=vocab_size,
                      seq_len=seq_len, n_kv_heads=kv_heads_for(arch, n_heads),
-                     ffn_hidden=default_ffn_hidden(arch, d_model), tie_embeddings=tie_embeddings, bias=bias)
+                     ffn_hidden=ffn_hidden or default_ffn_hidden(arch, d_model), tie_embeddings=tie_embeddings,
+                     bias=bias)
+
+
+def _tuned_ffn(spec: ModelSpec, target: float) -> Optional[int]:
+    """The FFN width (a multiple of FFN_STEP, within FFN_RANGE of the default) that brings the count
+    closest to `target`; the count is linear in the FFN width, so two evaluations solve it."""
+    default = default_ffn_hidden(spec.arch, spec.d_model)
+    at_default = count_params(spec)
+    per_unit = count_params(replace(spec, ffn_hidden=default + 1)) - at_default
+    width = default + (target - at_default) / per_unit
+    width = FFN_STEP * round(width / FFN_STEP)
+    if not FFN_RANGE[0] * default <= width <= FFN_RANGE[1] * default or width == default:
+        return None
+    return int(width)
 
 
 def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int] = None,
                      seq_len: Optional[int] = None, tie_embeddings: bool = False, bias: bool = False,
                      tolerance: float = DEFAULT_TOLERANCE) -> Shape:
     """The shape whose exact parameter count is within `tolerance` of `target` and whose
-    depth/width ratio is closest to the preferred one."""
+    depth/width ratio is closest to the preferred one.
+
+    Candidates per width: the depths either side of the target with the standard FFN (4h, or 8h/3
+    for SwiGLU). Only if none fits (small models, where one layer is a big step) are the FFN widths
+    tuned, penalised by how far they stray from the standard."""
     if arch not in DEFAULT_VOCAB:
         raise UserError(f"unknown architecture '{arch}': choose gpt or llama")
     if not math.isfinite(target) or target <= 0:
@@ -102,31 +123,45 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
     seq_len = seq_len or DEFAULT_SEQ_LEN[arch]
     aspect_goal = preferred_aspect(target)
     best: Optional[tuple[float, Shape]] = None
-    for d_model in range(WIDTH_STEP, MAX_WIDTH + 1, WIDTH_STEP):
-        one_layer = _candidate(arch, d_model, 1, vocab_size, seq_len, tie_embeddings, bias)
-        fixed = count_params(one_layer) - (count_params(_candidate(arch, d_model, 2, vocab_size, seq_len,
-                                                                     tie_embeddings, bias)) - count_params(one_layer))
-        per_layer = count_params(one_layer) - fixed
-        if fixed > target * (1 + tolerance):
-            break     # wider only adds embedding parameters
-        ideal_layers = (target - fixed) / per_layer
-        for n_layers in {max(1, math.floor(ideal_layers)), max(1, math.ceil(ideal_layers))}:
-            aspect = d_model / n_layers
-            if not ASPECT_RANGE[0] <= aspect <= ASPECT_RANGE[1]:
+
+    def consider(spec: ModelSpec, penalty: float = 0.0) -> None:
+        nonlocal best
+        aspect = spec.d_model / spec.n_layers
+        if not ASPECT_RANGE[0] <= aspect <= ASPECT_RANGE[1] or not heads_divide_nicely(spec.n_heads):
+            return
+        shape = Shape(spec=spec, params=count_params(spec), target=target)
+        if abs(shape.relative_error) > tolerance:
+            return
+        score = abs(math.log(aspect / aspect_goal)) + PARAM_ERROR_WEIGHT * abs(shape.relative_error) + penalty
+        if best is None or score < best[0]:
+            best = (score, shape)
+
+    for tune_ffn in (False, True):     # the standard FFN whenever some shape fits with it
+        for d_model in range(WIDTH_STEP, MAX_WIDTH + 1, WIDTH_STEP):
+            one_layer = count_params(_candidate(arch, d_model, 1, vocab_size, seq_len, tie_embeddings, bias))
+            per_layer = count_params(_candidate(arch, d_model, 2, vocab_size, seq_len, tie_embeddings,
+                                                bias)) - one_layer
+            fixed = one_layer - per_layer
+            if fixed > target * (1 + tolerance):
+                break     # wider only adds embedding parameters
+            ideal_layers = (target - fixed) / per_layer
+            depths = {max(1, math.floor(ideal_layers)), max(1, math.ceil(ideal_layers))}
+            if not tune_ffn:
+                for n_layers in depths:
+                    consider(_candidate(arch, d_model, n_layers, vocab_size, seq_len, tie_embeddings, bias))
                 continue
-            spec = _candidate(arch, d_model, n_layers, vocab_size, seq_len, tie_embeddings, bias)
-            if not heads_divide_nicely(spec.n_heads):
-                continue
-            shape = Shape(spec=spec, params=count_params(spec), target=target)
-            if abs(shape.relative_error) > tolerance:
-                continue
-            score = abs(math.log(aspect / aspect_goal)) + PARAM_ERROR_WEIGHT * abs(shape.relative_error)
-            if best is None or score < best[0]:
-                best = (score, shape)
+            for n_layers in depths | {max(1, round(d_model / aspect_goal))}:
+                spec = _candidate(arch, d_model, n_layers, vocab_size, seq_len, tie_embeddings, bias)
+                ffn = _tuned_ffn(spec, target)
+                if ffn is not None:
+                    consider(replace(spec, ffn_hidden=ffn), FFN_PENALTY * abs(math.log(ffn / spec.ffn)))
+        if best is not None:
+            break
     if best is None:
         smallest = _candidate(arch, WIDTH_STEP, 1, vocab_size, seq_len, tie_embeddings, bias)
         if count_params(smallest) > target * (1 + tolerance):
             raise UserError(f"target of {target:.3g} parameters is too small for a {arch} model with vocab "
                             f"{vocab_size}: its embeddings alone hold {embedding_params(smallest):,}")
-        raise UserError(f"no {arch} shape within {100 * tolerance:.0f} % of {target:.3g} parameters")
+        raise UserError(f"no {arch} shape within {100 * tolerance:.0f} % of {target:.3g} parameters with vocab "
+                        f"{vocab_size} and a sane depth/width ratio; a smaller vocabulary leaves more room")
     return best[1]
