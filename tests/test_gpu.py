@@ -1,0 +1,34 @@
+"""GPU checks: bf16 training steps with the fused optimizer and SDPA kernels, and MFU reporting."""
+import pytest
+import torch
+
+from trainer.config import ModelConfig, OptimConfig, PrecisionConfig
+from trainer.metrics import peak_flops_per_device
+from trainer.model import Transformer
+from trainer.optim import build_optimizer
+from trainer.precision import Precision
+from trainer.step import train_step
+
+pytestmark = pytest.mark.gpu
+
+
+def test_bf16_steps_on_cuda_learn_and_keep_fp32_master_weights():
+    device = torch.device("cuda", 0)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(arch="llama", n_layers=2, d_model=128, n_heads=4, n_kv_heads=2,
+                                    seq_len=64)).to(device)
+    optimizer = build_optimizer(model, OptimConfig(lr=3e-3), "cuda")
+    precision = Precision(PrecisionConfig(dtype="bf16"), "cuda")
+    window = torch.randint(0, 256, (8, 65), device=device)
+    losses = [train_step(model, [(window[:, :-1], window[:, 1:])], 1, optimizer, precision, 1.0, device)[0].item()
+              for _ in range(20)]
+    assert losses[-1] < 0.7 * losses[0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert optimizer.defaults["fused"]
+
+
+def test_known_gpus_have_a_peak_for_mfu():
+    name = torch.cuda.get_device_name(0)
+    if not any(key in name for key in ("A100", "H100", "H200", "B200", "L40S", "A10", "V100")):
+        pytest.skip(f"{name} is not in the catalog")
+    assert peak_flops_per_device(torch.device("cuda", 0), "bf16") > 1e13
