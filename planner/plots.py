@@ -47,6 +47,9 @@ def plot_frontier(law: ScalingLaw, runs: Runs, path: Path, next_point: Optional[
     N_opt, D_opt = law.optimal_allocation(C_grid)
     N_span = np.geomspace(min(runs.N.min(), N_opt.min()) / 3, max(runs.N.max(), N_opt.max()) * 3, 160)
     D_span = np.geomspace(min(runs.D.min(), D_opt.min()) / 3, max(runs.D.max(), D_opt.max()) * 3, 160)
+    # Contour levels over the observed losses (and a little below, towards the frontier's future),
+    # not over the whole plane, whose corners hold absurd losses that would swallow every level.
+    levels = np.linspace(0.9 * runs.loss.min() + 0.1 * law.E, np.quantile(runs.loss, 0.95), 12)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     planes = [
         ("C (FLOPs)", "N (parameters)", C_grid, N_span, lambda c, n: law.predict(n, c / (FLOPS_PER_PARAM_TOKEN * n)),
@@ -58,7 +61,7 @@ def plot_frontier(law: ScalingLaw, runs: Runs, path: Path, next_point: Optional[
     ]
     for axis, (x_label, y_label, xs, ys, loss_at, frontier, observed) in zip(axes, planes):
         X, Y = np.meshgrid(xs, ys)
-        contours = axis.contour(X, Y, loss_at(X, Y), levels=14, cmap="viridis", linewidths=0.8)
+        contours = axis.contour(X, Y, loss_at(X, Y), levels=levels, cmap="viridis", linewidths=0.8)
         axis.clabel(contours, fontsize=6, fmt="%.2f")
         axis.plot(*frontier, "r-", lw=1.5, label="efficient frontier")
         axis.scatter(*observed, s=10, c="k", label="runs", zorder=3)
