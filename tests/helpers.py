@@ -23,7 +23,8 @@ def write_tiny_corpus(directory: Path) -> Path:
     from trainer.tokenizer import ByteTokenizer
 
     sources = sorted((REPO / "trainer").glob("*.py"))
-    return Path(prepare(sources, ByteTokenizer(), directory, val_fraction=0.2) and directory)
+    prepare(sources, ByteTokenizer(), directory, val_fraction=0.2)
+    return directory
 
 
 def run_train(args: list[str], nproc: int = 1, cwd: Path | None = None, check: bool = True,
