@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from planner.fit import fit_law, objective_at  # noqa: E402
-from planner.grid import GRID_KEYS, evaluate_grid  # noqa: E402
+from planner.grid import evaluate_grid  # noqa: E402
 from planner.law import ScalingLaw  # noqa: E402
 from planner.objectives import Objective  # noqa: E402
 from planner.runs_io import read_runs  # noqa: E402

@@ -5,13 +5,15 @@ import argparse
 import json
 import math
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from planner.fit import DEFAULT_STARTS, FitResult, fit_law
-from planner.grid import DEFAULT_SLICES, default_grid, load_grid
+from planner.grid import DEFAULT_SLICES, DEFAULT_STARTS, default_grid, load_grid
 from planner.law import PRESETS
 from planner.objectives import ASYMMETRIC_WEIGHT, HUBER_DELTA, OBJECTIVES, Objective
 from planner.runs_io import Runs
+
+if TYPE_CHECKING:
+    from planner.fit import FitResult
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +37,9 @@ def objective_from_args(args: argparse.Namespace) -> Objective:
     return Objective(kind=args.objective, delta=args.delta, weight=args.weight)
 
 
-def fit_from_args(args: argparse.Namespace, runs: Runs) -> FitResult:
+def fit_from_args(args: argparse.Namespace, runs: Runs) -> "FitResult":
+    from planner.fit import fit_law
+
     grid = load_grid(args.grid, runs, args.grid_slices) if args.grid else default_grid(runs, args.grid_slices)
     return fit_law(runs, objective_from_args(args), grid=grid, n_starts=max(1, args.starts))
 

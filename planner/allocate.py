@@ -6,9 +6,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-import numpy as np
-from scipy.optimize import minimize_scalar
-
 from planner.errors import UserError
 from planner.hardware import CATALOG
 from planner.law import FLOPS_PER_PARAM_TOKEN, ScalingLaw
@@ -90,6 +87,8 @@ def allocate(law: ScalingLaw, C: float, unique_tokens: Optional[float] = None) -
     if not math.isfinite(unique_tokens) or unique_tokens <= 0:
         raise UserError(f"--unique-tokens must be positive, got {unique_tokens}")
     if law.tokens_per_param is None and D > unique_tokens:
+        from scipy.optimize import minimize_scalar
+
         def constrained_loss(log_N: float) -> float:
             n = math.exp(log_N)
             return float(law.predict(n, effective_tokens(C / (FLOPS_PER_PARAM_TOKEN * n), unique_tokens)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from scipy import stats
 
 from planner.fit import FitResult, GRID_KEYS
 from planner.objectives import log_prediction
@@ -45,8 +44,8 @@ def grid_edge_warnings(fit: FitResult) -> list[str]:
         if fitted < values[0] or fitted > values[-1]:
             warnings.append(f"{key} = {fitted:.4g} was fitted outside the grid's range [{values[0]:.4g}, "
                             f"{values[-1]:.4g}]: widen that range (--grid) and refit to rule out a missed optimum")
-        # The default log_E grid ends just below the lowest observed loss, a physical ceiling for E,
-        # so only its lower end can be "too narrow".
+        # The default log_E grid ends just below the lowest observed loss, a physical ceiling
+        # for E, so only its lower end can be "too narrow".
         elif fitted < values[1] or (fitted > values[-2] and key != "log_E"):
             warnings.append(f"{key} = {fitted:.4g} is at a bound of the grid [{values[0]:.4g}, {values[-1]:.4g}]: "
                             f"widen that range (--grid) so the optimum is bracketed")
@@ -63,11 +62,14 @@ def multimodal_warnings(fit: FitResult) -> list[str]:
     worst = max(rivals, key=lambda o: np.max(np.abs(o.theta[3:] - fit.theta[3:])))
     return [f"{len(rivals)} other optima reach within {100 * NEAR_EQUAL_OBJECTIVE:.0f} % of the best objective with "
             f"different exponents (alpha {fit.theta[3]:.3f} vs {worst.theta[3]:.3f}, beta {fit.theta[4]:.3f} vs "
-            f"{worst.theta[4]:.3f}): the landscape is multimodal; add runs at new sizes and check --bootstrap intervals"]
+            f"{worst.theta[4]:.3f}): the landscape is multimodal; add runs at new sizes and check the "
+            f"--bootstrap intervals"]
 
 
 def residual_warnings(fit: FitResult, runs: Runs) -> list[str]:
     """Residuals that a quadratic in (log N, log D) explains are structure the law misses (underfit)."""
+    from scipy import stats   # imported on use: scipy.stats is slow to import
+
     n = len(runs)
     if n < 12:
         return []

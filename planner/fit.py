@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
 
 from planner.errors import UserError
-from planner.grid import GRID_KEYS, Grid, best_points, default_grid, evaluate_grid, grid_size, landscape
+from planner.grid import (DEFAULT_STARTS, GRID_KEYS, Grid, best_points, default_grid, evaluate_grid, grid_size,
+                          landscape)
 from planner.law import ScalingLaw
 from planner.objectives import Objective, value_and_gradient
 from planner.runs_io import MIN_RUNS, Runs
 
-DEFAULT_STARTS = 8
 # Quasi-Newton refinement on the exact gradient. "BFGS" (full 5x5 inverse-Hessian) and "L-BFGS-B"
 # reach the same optimum; BFGS is the default because scipy's L-BFGS-B calls multithreaded OpenBLAS
 # for this 5-variable problem and spends ~2 ms per iteration waking threads on a multicore machine.
@@ -109,6 +108,8 @@ def refine(theta0: np.ndarray, runs: Runs, objective: Objective, method: str = M
            rounds: int = POLISH_ROUNDS, gtol: Optional[float] = None) -> LocalOptimum:
     """Quasi-Newton (BFGS or L-BFGS-B) from theta0 on the exact gradient, restarted up to `rounds`
     times to shed a stale Hessian approximation."""
+    from scipy.optimize import minimize   # here, not at module level: keeps `scaleplan` start-up fast
+
     log_N, log_D, log_loss = np.log(runs.N), np.log(runs.D), np.log(runs.loss)
     start_value, _ = value_and_gradient(theta0, log_N, log_D, log_loss, objective)
     scale = 1.0 / start_value if np.isfinite(start_value) and start_value > 0 else 1.0

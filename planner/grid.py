@@ -20,6 +20,7 @@ from planner.runs_io import Runs
 GRID_KEYS = ("log_E", "log_A", "log_B", "alpha", "beta")
 LINEAR_KEYS = {"E": "log_E", "A": "log_A", "B": "log_B"}   # YAML may give E, A, B unlogged
 DEFAULT_SLICES = 8
+DEFAULT_STARTS = 8    # best grid points handed to the quasi-Newton refinement
 GRID_DTYPE = np.float32
 EXPONENT_RANGE = (0.05, 1.2)    # alpha, beta: published fits lie in 0.07 (Kaplan) .. 0.7 (chinchilla lib)
 

@@ -5,15 +5,12 @@ import argparse
 
 from launch.planner_args import (add_fit_arguments, add_json_flag, fit_from_args, human, objective_from_args,
                                  print_json, print_warnings)
-from planner.bootstrap import DEFAULT_CONFIDENCE, bootstrap
-from planner.diagnostics import all_warnings
 from planner.errors import UserError
-from planner.fit import describe
-from planner.plots import write_fit_plots
 from planner.runs_io import read_runs
 
 NAME = "fit"
 HELP = "fit the scaling law L(N, D) to a table of runs (N, D, loss)"
+DEFAULT_CONFIDENCE = 0.9
 DEFAULT_BUDGET_FACTOR = 10.0   # intervals for N_opt/D_opt are reported at 10x the largest run unless --at-flops
 
 
@@ -34,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Heavy imports (scipy, matplotlib) on use, so `scaleplan <any command>` starts quickly.
+    from planner.bootstrap import bootstrap
+    from planner.diagnostics import all_warnings
+    from planner.fit import describe
+
     if args.drop_highest_loss < 0:
         raise UserError("--drop-highest-loss must be 0 or more")
     runs = read_runs(args.runs, min_runs=None).without_highest_loss(args.drop_highest_loss)
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     budget = args.at_flops if args.at_flops is not None else DEFAULT_BUDGET_FACTOR * float(runs.C.max())
     if budget <= 0:
         raise UserError(f"--at-flops must be positive, got {budget:g}")
-    fit.warnings = all_warnings(fit, runs)
+    fit.warnings = all_warnings(fit, runs, args.at_flops)
     payload = fit.to_json()
     N_opt, D_opt = fit.law.optimal_allocation(budget)
     payload["at_budget"] = {"C": budget, "N": N_opt, "D": D_opt, "loss": float(fit.law.predict(N_opt, D_opt))}
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         payload["intervals"] = boot.to_json()["intervals"]
         payload["bootstrap"] = boot.to_json()
     if args.plots:
+        from planner.plots import write_fit_plots
         point = dict(fit.law.params(), N_opt=N_opt, D_opt=D_opt, loss=payload["at_budget"]["loss"])
         payload["plots"] = [str(p) for p in write_fit_plots(args.plots, fit, runs, boot=boot, point=point)]
     if args.out:

@@ -8,11 +8,8 @@ from launch.commands.allocate import add_shape_arguments
 from launch.next_config import next_run_config, write_config
 from launch.planner_args import add_fit_arguments, add_json_flag, fit_from_args, human, print_json, print_warnings
 from planner.allocate import allocate
-from planner.diagnostics import all_warnings
 from planner.errors import UserError
-from planner.fit import describe
 from planner.model_spec import ModelSpec, count_params
-from planner.plots import write_fit_plots
 from planner.runs_io import read_runs
 from planner.shape import shape_for_params
 from trainer.config import PRESETS_DIR, load_config
@@ -38,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from planner.diagnostics import all_warnings
+    from planner.fit import describe
+
     if args.flops is None and not args.scaling_factor > 0:
         raise UserError(f"--scaling-factor must be positive, got {args.scaling_factor}")
     runs = read_runs(args.runs)
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                "steps": config.train.steps, "tokens_per_step": config.tokens_per_step,
                "fit": {"params": fit.law.params(), "objective": fit.objective}, "warnings": warnings}
     if args.plots:
+        from planner.plots import write_fit_plots
         payload["plots"] = [str(p) for p in write_fit_plots(args.plots, fit, runs, (shape.params, trained_tokens))]
     print_warnings(warnings)
     if args.json:

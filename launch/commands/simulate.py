@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from launch.planner_args import add_fit_arguments, add_json_flag, add_law_argument, human, objective_from_args, print_json
+import numpy as np
+
+from launch.planner_args import (add_fit_arguments, add_json_flag, add_law_argument, human, objective_from_args,
+                                 print_json)
 from planner.grid import load_grid
 from planner.law import load_law
 from planner.simulate import seed_runs, simulate
@@ -29,7 +32,6 @@ def run(args: argparse.Namespace) -> int:
     truth = load_law(args.law)
     grid = None
     if args.grid:
-        import numpy as np
         # Grid files may leave parameters out; their defaults come from the seed runs' losses.
         grid = load_grid(args.grid, seed_runs(truth, tuple(args.seed_flops), args.seeds, args.noise,
                                               np.random.default_rng(args.seed)), args.grid_slices)
