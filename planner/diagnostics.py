@@ -5,7 +5,8 @@ from typing import Optional
 
 import numpy as np
 
-from planner.fit import FitResult, GRID_KEYS
+from planner.fit import FitResult
+from planner.grid import GRID_KEYS
 from planner.objectives import log_prediction
 from planner.runs_io import Runs
 
@@ -112,6 +113,3 @@ def all_warnings(fit: FitResult, runs: Runs, target_flops: Optional[float] = Non
     return (run_warnings(runs) + grid_edge_warnings(fit) + multimodal_warnings(fit)
             + residual_warnings(fit, runs) + extrapolation_warnings(runs, target_flops))
 
-
-__all__ = ["all_warnings", "run_warnings", "grid_edge_warnings", "multimodal_warnings", "residual_warnings",
-           "extrapolation_warnings"]

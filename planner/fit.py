@@ -1,5 +1,5 @@
 """Fit L(N, D) = E + A/N^alpha + B/D^beta to runs: evaluate the whole grid of initial values at
-once, then refine the best few grid points with L-BFGS on exact gradients.
+once, then refine the best few grid points by quasi-Newton (BFGS, or L-BFGS-B) on exact gradients.
 
 Hoffmann et al. 2022 (and the chinchilla library) run a BFGS from *every* grid point with
 finite-difference gradients; ranking the grid first and refining a handful gives the same optimum
@@ -33,7 +33,7 @@ POLISH_ROUNDS = 2
 
 @dataclass(frozen=True)
 class LocalOptimum:
-    """Where one L-BFGS start ended."""
+    """Where the refinement from one start ended."""
 
     theta: np.ndarray
     objective: float
@@ -45,6 +45,8 @@ class LocalOptimum:
 
 @dataclass
 class FitResult:
+    """The best refined optimum, every start's optimum, and the grid's landscape."""
+
     law: ScalingLaw
     theta: np.ndarray                   # (log E, log A, log B, alpha, beta)
     objective: float
@@ -181,6 +183,3 @@ def describe(result: FitResult) -> str:
         lines.append(f"grid: {grid_size(result.grid):,} points, best grid objective {result.best_grid_objective:.6g}")
     return "\n".join(lines)
 
-
-__all__ = ["FitResult", "LocalOptimum", "fit_law", "fit_from_starts", "refine", "objective_at",
-           "law_from_theta", "theta_from_law", "describe", "GRID_KEYS"]
