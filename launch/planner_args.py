@@ -31,6 +31,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                             "or {start, stop, num}")
     group.add_argument("--starts", type=int, default=DEFAULT_STARTS,
                        help=f"best grid points refined with quasi-Newton (default {DEFAULT_STARTS})")
+    group.add_argument("--optimizer", choices=("BFGS", "L-BFGS-B"), default="BFGS",
+                       help="refinement method; both use the exact gradient (default BFGS)")
 
 
 def objective_from_args(args: argparse.Namespace) -> Objective:
@@ -41,7 +43,7 @@ def fit_from_args(args: argparse.Namespace, runs: Runs) -> "FitResult":
     from planner.fit import fit_law
 
     grid = load_grid(args.grid, runs, args.grid_slices) if args.grid else default_grid(runs, args.grid_slices)
-    return fit_law(runs, objective_from_args(args), grid=grid, n_starts=max(1, args.starts))
+    return fit_law(runs, objective_from_args(args), grid=grid, n_starts=max(1, args.starts), method=args.optimizer)
 
 
 def add_law_argument(parser: argparse.ArgumentParser, default: Optional[str] = "chinchilla") -> None:

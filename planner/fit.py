@@ -110,6 +110,8 @@ def refine(theta0: np.ndarray, runs: Runs, objective: Objective, method: str = M
            rounds: int = POLISH_ROUNDS, gtol: Optional[float] = None) -> LocalOptimum:
     """Quasi-Newton (BFGS or L-BFGS-B) from theta0 on the exact gradient, restarted up to `rounds`
     times to shed a stale Hessian approximation."""
+    if method not in OPTIONS:
+        raise UserError(f"unknown optimizer '{method}': choose one of {', '.join(OPTIONS)}")
     from scipy.optimize import minimize   # here, not at module level: keeps `scaleplan` start-up fast
 
     log_N, log_D, log_loss = np.log(runs.N), np.log(runs.D), np.log(runs.loss)
@@ -140,11 +142,11 @@ def refine(theta0: np.ndarray, runs: Runs, objective: Objective, method: str = M
 
 
 def fit_from_starts(runs: Runs, objective: Objective, starts: Sequence[np.ndarray],
-                    rounds: int = POLISH_ROUNDS, gtol: Optional[float] = None) -> FitResult:
+                    rounds: int = POLISH_ROUNDS, gtol: Optional[float] = None, method: str = METHOD) -> FitResult:
     """Refine each start and keep the best (no grid; the bootstrap uses this with warm starts)."""
     if len(runs) < MIN_RUNS:
         raise UserError(f"{len(runs)} runs: the 5-parameter law needs at least {MIN_RUNS}")
-    optima = sorted((refine(np.asarray(s, float), runs, objective, rounds=rounds, gtol=gtol) for s in starts),
+    optima = sorted((refine(np.asarray(s, float), runs, objective, method, rounds, gtol) for s in starts),
                     key=lambda o: o.objective)
     best = optima[0]
     _, gradient = value_and_gradient(best.theta, np.log(runs.N), np.log(runs.D), np.log(runs.loss), objective)
@@ -155,7 +157,7 @@ def fit_from_starts(runs: Runs, objective: Objective, starts: Sequence[np.ndarra
 
 
 def fit_law(runs: Runs, objective: Objective = Objective(), grid: Optional[Grid] = None,
-            n_starts: int = DEFAULT_STARTS, workers: Optional[int] = None) -> FitResult:
+            n_starts: int = DEFAULT_STARTS, workers: Optional[int] = None, method: str = METHOD) -> FitResult:
     """Evaluate every grid point, then refine the `n_starts` best with L-BFGS."""
     if len(runs) < MIN_RUNS:
         raise UserError(f"{len(runs)} runs: the 5-parameter law needs at least {MIN_RUNS}")
@@ -164,7 +166,7 @@ def fit_law(runs: Runs, objective: Objective = Objective(), grid: Optional[Grid]
     starts = best_points(grid, values, n_starts)
     if not starts:
         raise UserError("the objective is not finite anywhere on the grid; check the grid ranges")
-    result = fit_from_starts(runs, objective, [theta for theta, _ in starts])
+    result = fit_from_starts(runs, objective, [theta for theta, _ in starts], method=method)
     result.grid = grid
     result.landscape = landscape(grid, values)
     result.best_grid_objective = starts[0][1]

@@ -71,3 +71,11 @@ def test_too_few_runs_is_an_error() -> None:
     runs = Runs(np.array([1e6, 2e6, 4e6, 8e6]), np.array([1e8] * 4), np.array([3.0, 2.9, 2.8, 2.7]))
     with pytest.raises(UserError, match="at least 5"):
         fit_law(runs)
+
+
+def test_lbfgs_and_bfgs_reach_the_same_optimum() -> None:
+    runs = synthetic_runs(np.random.default_rng(12), count=30, noise=0.005)
+    bfgs = fit_law(runs, Objective("huber"), grid=default_grid(runs, 4), n_starts=2, method="BFGS")
+    lbfgs = fit_law(runs, Objective("huber"), grid=default_grid(runs, 4), n_starts=2, method="L-BFGS-B")
+    assert lbfgs.objective == pytest.approx(bfgs.objective, rel=1e-6)
+    assert np.allclose(lbfgs.theta, bfgs.theta, rtol=1e-3)
