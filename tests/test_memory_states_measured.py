@@ -2,8 +2,9 @@
 of the parameter, gradient and optimizer-state tensors measured on each rank after a real step of
 the trainer (DDP over gloo, 2 and 4 processes, fp32 and bf16 autocast), to 2 %.
 
-FSDP2 is not a trainer backend yet; its accounting is checked the same way against PyTorch's
-`fully_shard` applied per block and to the root (the torchtitan recipe), in bf16 mixed precision.
+FSDP2 and DeepSpeed ZeRO are not trainer backends yet; their accounting is checked the same way on
+the trainer's model: FSDP2 as `fully_shard` per block and at the root (the torchtitan recipe), and
+DeepSpeed ZeRO-1/2/3 through `deepspeed.initialize` on its CPU accelerator, both in bf16.
 """
 from __future__ import annotations
 
@@ -179,3 +180,91 @@ def test_fsdp2_model_states_match_measurement(tmp_path, world):
             predicted = float(stage_memory(inputs, layouts, 0)["model_state_tensors"][0])
             m = measured[str(zero)]
             assert predicted == pytest.approx(m["params"] + m["gradients"] + m["optimizer"], rel=0.02), (zero, m)
+
+
+def _deepspeed_worker(rank: int, world: int, port: int, out_dir: str, model_fields: dict) -> None:
+    """DeepSpeed ZeRO-1/2/3 in bf16 on CPU: snapshot the model-state tensors after the backward and
+    inside the optimizer step of the second step; the larger snapshot is the peak."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    from trainer.config import ModelConfig
+    from trainer.model import Transformer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    results = {}
+    try:
+        for stage in (1, 2, 3):
+            torch.manual_seed(0)
+            model = Transformer(ModelConfig(**model_fields))
+            config = {"train_micro_batch_size_per_gpu": 2, "bf16": {"enabled": True},
+                      "zero_allow_untested_optimizer": True,
+                      # the tiny model's tensors are all below the default 1e5-element threshold
+                      # under which ZeRO-3 keeps parameters whole; shard them all, as for a big model
+                      "zero_optimization": {"stage": stage, "stage3_param_persistence_threshold": 0}}
+            engine, zero_optimizer, _, _ = deepspeed.initialize(
+                model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3), config=config,
+                dist_init_required=False)
+            snapshots = []
+
+            def snapshot():
+                module_params = list(engine.module.parameters())
+                fp32 = list(getattr(zero_optimizer, "single_partition_of_fp32_groups", [])) + list(
+                    getattr(zero_optimizer, "fp32_partitioned_groups_flat", []))
+                grads16 = getattr(zero_optimizer, "averaged_gradients", {}) or {}
+                grads16 = [g for group in (grads16.values() if isinstance(grads16, dict) else grads16)
+                           for g in (group if isinstance(group, list) else [group])]
+                tensors = (module_params + [p.grad for p in module_params]
+                           + [getattr(p, "ds_tensor", None) for p in module_params] + fp32
+                           + [t.grad for t in fp32] + grads16
+                           + [v for s in zero_optimizer.optimizer.state.values() for v in s.values()])
+                snapshots.append(_tensor_bytes([t for t in tensors if torch.is_tensor(t) and t.numel()]))
+
+            inner_step = zero_optimizer.optimizer.step
+
+            def step_and_snapshot(*args, **kwargs):
+                result = inner_step(*args, **kwargs)
+                snapshot()
+                return result
+
+            zero_optimizer.optimizer.step = step_and_snapshot
+            idx = torch.randint(0, 256, (2, model.cfg.seq_len))
+            for _ in range(2):
+                engine.backward(engine(idx, idx))
+                snapshot()
+                engine.step()
+            results[str(stage)] = max(snapshots[2:])
+            del engine, zero_optimizer
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(out_dir, f"deepspeed{rank}.json"), "w") as f:
+        json.dump(results, f)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_deepspeed_zero_model_states_match_measurement(tmp_path, world):
+    pytest.importorskip("deepspeed")
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import torch.multiprocessing as mp
+
+    import deepspeed  # noqa: F401  (imported once here, inherited by the forked ranks)
+    import torch._dynamo  # noqa: F401
+    import trainer.model  # noqa: F401
+    from trainer.config import ModelConfig
+
+    mp.start_processes(_deepspeed_worker, args=(world, _free_port(), str(tmp_path), TINY_MODEL),
+                       nprocs=world, join=True, start_method="fork")
+    spec = ModelConfig(**TINY_MODEL).spec()
+    inputs = PlanInputs(spec, CATALOG["h100-sxm"], world, global_batch=2 * world, precision="bf16",
+                        backend="deepspeed")
+    for rank in range(world):
+        measured = json.loads((tmp_path / f"deepspeed{rank}.json").read_text())
+        for stage in (1, 2, 3):
+            layouts = LayoutArrays.from_layouts([Layout(dp_shard=world, zero_stage=stage, micro_batch=2)],
+                                                "deepspeed")
+            predicted = float(stage_memory(inputs, layouts, 0)["model_state_tensors"][0])
+            assert predicted == pytest.approx(measured[str(stage)], rel=0.02), (stage, measured, predicted)
