@@ -189,13 +189,14 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
     import yaml
 
     from planner.errors import UserError
-    from trainer.config import _read_yaml, load_config
+    from trainer.config import load_config
 
     spec, layout = result.inputs.spec, result.layouts.layout(index)
     section = parallel_section(layout, result.layouts.backend_name(index))
     if section is None:
         raise UserError("the trainer's config cannot express this layout yet")
-    tree = _read_yaml(Path(base_config)) if base_config else {}
+    # the base config was validated by load_config already, so it reads as a mapping
+    tree = (yaml.safe_load(Path(base_config).read_text()) or {}) if base_config else {}
     model = dict(tree.get("model", {}))
     model.update(arch=spec.arch, n_layers=spec.n_layers, d_model=spec.d_model, n_heads=spec.n_heads,
                  n_kv_heads=spec.n_kv_heads, ffn_hidden=spec.ffn_hidden, vocab_size=spec.vocab_size,
