@@ -18,6 +18,8 @@ NAME = "plan"
 HELP = "plan memory and parallel layout: which dp × tp × pp layouts fit, and how fast they run"
 
 ARCHS = ("gpt", "llama")
+DEFAULT_VOCAB = {"gpt": 50304, "llama": 32000}    # GPT-2's 50257 padded to 64; Llama 2
+DEFAULT_SEQ_LEN = {"gpt": 2048, "llama": 4096}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--heads", type=int)
     model.add_argument("--kv-heads", type=int, help="key/value heads (grouped-query attention)")
     model.add_argument("--ffn-hidden", type=int)
-    model.add_argument("--vocab", type=int, help="vocabulary size (default 32000)")
-    model.add_argument("--seq-len", type=int, help="sequence length (default 4096)")
+    model.add_argument("--vocab", type=int, help="vocabulary size (default 32000 llama, 50304 gpt)")
+    model.add_argument("--seq-len", type=int, help="sequence length (default 4096 llama, 2048 gpt)")
     hw = parser.add_argument_group("hardware")
     hw.add_argument("--gpus", type=int, help="number of GPUs (default 8)")
     hw.add_argument("--gpus-per-node", type=int, default=8)
@@ -87,7 +89,9 @@ def model_spec_from_args(args: argparse.Namespace, cfg=None):
         raise UserError("give the model one way: --config, --params, or --layers/--hidden/--heads")
     if cfg is not None:
         return cfg.model.spec()
-    arch, vocab, seq = args.arch or "llama", args.vocab or 32000, args.seq_len or 4096
+    arch = args.arch or "llama"
+    vocab = args.vocab or DEFAULT_VOCAB[arch]
+    seq = args.seq_len or DEFAULT_SEQ_LEN[arch]
     if args.params is not None:
         return spec_for_params(args.params, arch, seq, vocab)
     if len(given_shape) < 3:
