@@ -87,6 +87,12 @@ def explain_disagreement(result: PlanResult, i: int) -> str | None:
     return verdict + ": " + "; ".join(reasons)
 
 
+def stage_name(stage: int, pp: int) -> str:
+    if pp == 1:
+        return "only"
+    return "first" if stage == 0 else ("last" if stage == pp - 1 else str(stage))
+
+
 def bottleneck(result: PlanResult, i: int) -> str:
     c = result.cost
     parts = {"compute": c["compute_s"][i], "TP communication": c["tp_comm_s"][i],
@@ -132,6 +138,15 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
             f"{c['step_time_s'][i]:.2f}", f"{c['tokens_per_s'][i]:,.0f}", f"{100 * c['mfu'][i]:.1f}%",
             f"{100 * c['bubble_fraction'][i]:.0f}%", f"{100 * c['comm_fraction'][i]:.0f}%")
     console.print(table)
+
+    parts_table = Table(title="Memory per GPU of the best layouts (detailed, GiB, peak stage)")
+    for name in ("#", *PARTS, "total", "peak stage"):
+        parts_table.add_column(name, justify="right")
+    for rank, i in enumerate(result.ranked[:top], 1):
+        i = int(i)
+        parts_table.add_row(str(rank), *(gib(m["breakdown"][p][i]) for p in PARTS), gib(m["detailed"][i]),
+                            stage_name(int(m["peak_stage"][i]), int(x.pp[i])))
+    console.print(parts_table)
 
     best = int(result.ranked[0])
     stages = per_stage_breakdown(inputs, x, best)
