@@ -168,3 +168,13 @@ def test_printed_table_shows_the_tested_numbers(capsys):
     assert cells[15] == f"{100 * best['mfu']:.1f}%"
     spare = CATALOG["h100-sxm"].hbm_bytes / GIB - best["memory_gib"]["rule24"]
     assert f"{spare:.1f} GiB spare under rule24" in table
+
+
+def test_config_plan_json_matches_cli_json(capsys):
+    from launch.commands.plan import config_plan_json
+    from trainer.config import load_config
+
+    record = config_plan_json(load_config("configs/default.yaml"), 2, "a10")["layouts"][0]
+    code, out, _ = run(capsys, "--config", "configs/default.yaml", "--gpus", "2", "--gpu", "a10", "--json")
+    assert json.loads(out)["layouts"][0] == record
+    assert (record["dp"], record["micro_batch"], record["zero_stage"]) == (2, 16, 0)

@@ -239,19 +239,31 @@ def plan(inputs, layout_text: Optional[str] = None, layout=None):
     return result, time.perf_counter() - start
 
 
-def print_config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int) -> None:
-    """The plan of a training config's own layout on `world_size` ranks (launch/train.py --dry-run)."""
-    from planner.plan_report import render
-
+def config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int):
+    """(result, seconds) for a training config's own layout on `world_size` ranks."""
     args = build_parser_defaults()
     args.gpu = gpu_id or "h100-sxm"
     args.gpus_per_node = gpus_per_node
     args.backend = _config_backend(cfg)
     inputs = build_inputs(args, cfg, n_gpus=world_size)
-    result, elapsed = plan(inputs, layout=layout_from_config(cfg, world_size))
+    return plan(inputs, layout=layout_from_config(cfg, world_size))
+
+
+def print_config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int) -> None:
+    """The plan of a training config's own layout on `world_size` ranks (launch/train.py --dry-run)."""
+    from planner.plan_report import render
+
+    result, elapsed = config_plan(cfg, world_size, gpu_id, gpus_per_node)
     render(result, top=1, elapsed_s=elapsed)
     if gpu_id is None:
         print("(no --gpu given: planned for h100-sxm)")
+
+
+def config_plan_json(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int = 8) -> dict:
+    """The same plan as the `--json` schema (one layout), e.g. for a run directory's plan.json."""
+    from planner.plan_report import to_json
+
+    return to_json(config_plan(cfg, world_size, gpu_id, gpus_per_node)[0], 1)
 
 
 def build_parser_defaults() -> argparse.Namespace:
