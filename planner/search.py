@@ -192,6 +192,10 @@ def evaluate_layout(inputs: PlanInputs, layout: Layout) -> PlanResult:
     if inputs.global_batch % per_step:
         problems.append(f"global batch {inputs.global_batch} is not a multiple of dp {layout.dp} × "
                         f"mb {layout.micro_batch}")
+    elif layout.pp_schedule == "interleaved" and layout.pp > 1 and (
+            inputs.global_batch // per_step) % layout.pp:
+        problems.append(f"the interleaved schedule needs the {inputs.global_batch // per_step} "
+                        f"micro-batches per step to be a multiple of pp {layout.pp}")
     backend = backend_for_stage(layout.zero_stage, inputs.backend)
     if layout.zero_stage not in STAGES_FOR_BACKEND[backend]:
         problems.append(f"backend {backend} does not run zero={layout.zero_stage} (it runs "

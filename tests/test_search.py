@@ -118,3 +118,10 @@ def test_planner_never_imports_torch():
     from tests.conftest import REPO
 
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_interleaved_needs_micro_batches_a_multiple_of_pp():
+    inputs = PlanInputs(LLAMA7B, CATALOG["h100-sxm"], 64, 512)
+    with pytest.raises(UserError, match="2 micro-batches per step to be a multiple of pp 4"):
+        evaluate_layout(inputs, parse_layout("dp=8,tp=2,pp=4,mb=32,schedule=interleaved,vpp=2", 64))
+    evaluate_layout(inputs, parse_layout("dp=8,tp=2,pp=4,mb=4,schedule=interleaved,vpp=2", 64))
