@@ -125,8 +125,9 @@ def search(inputs: PlanInputs) -> PlanResult:
         raise UserError(
             f"no layout fits: the smallest ({describe(layouts.layout(int(best)))}) needs "
             f"{need / 2**30:.1f} GiB per GPU under {inputs.memory_model}, the {inputs.gpu.id} has "
-            f"{inputs.gpu.hbm_bytes / 2**30:.0f} GiB; use more GPUs (--gpus), a larger GPU (--gpu) "
-            f"or a smaller model")
+            f"{inputs.gpu.hbm_bytes / 2**30:.0f} GiB; use more GPUs (--gpus), a larger GPU (--gpu)"
+            + (", --backend auto (sharded states)" if inputs.backend == "ddp" else "")
+            + " or a smaller model")
     return result
 
 
