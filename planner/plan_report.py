@@ -10,7 +10,7 @@ from rich.table import Table
 
 from planner.memory import PARTS, per_stage_breakdown
 from planner.model_spec import count_params
-from planner.search import PlanResult, describe
+from planner.search import SPEED_TOLERANCE, PlanResult, describe
 
 GIB = 2**30
 DISAGREE_RATIO = 1.25   # the two memory models "disagree" beyond this ratio, or on feasibility
@@ -174,8 +174,19 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
     if len(result.ranked) > 1:
         second = int(result.ranked[1])
         gain = float(c["tokens_per_s"][best] / c["tokens_per_s"][second] - 1)
-        console.print(f"  #2 ({describe(x.layout(second))}) is {100 * gain:.1f}% slower: "
-                      + bottleneck(result, second) + ".")
+        if gain >= 0:
+            console.print(f"  #2 ({describe(x.layout(second))}) is {100 * gain:.1f}% slower: "
+                          + bottleneck(result, second) + ".")
+        else:
+            console.print(
+                f"  #2 ({describe(x.layout(second))}) is predicted {-100 * gain:.1f}% faster but needs "
+                f"{gib(m['detailed'][second] - m['detailed'][best])} GiB more: within "
+                f"{100 * SPEED_TOLERANCE:.0f}% of the fastest, the layout with more memory to spare ranks first.")
+        fastest = int(result.ranked[int(np.argmax(c["tokens_per_s"][result.ranked]))])
+        if fastest not in (best, second):
+            console.print(f"  The fastest fitting layout ({describe(x.layout(fastest))}) is "
+                          f"{100 * float(c['tokens_per_s'][fastest] / c['tokens_per_s'][best] - 1):.1f}% "
+                          f"faster but needs {gib(m['detailed'][fastest])} GiB (detailed).")
     disagreements = [(rank, explain_disagreement(result, int(i))) for rank, i in enumerate(result.ranked[:top], 1)]
     disagreements = [(rank, text) for rank, text in disagreements if text]
     if disagreements:

@@ -22,6 +22,7 @@ from planner.memory import evaluate_memory
 from planner.plan_inputs import PlanInputs
 
 MAX_MICRO_BATCH = 64
+SPEED_TOLERANCE = 0.01   # predicted speeds this close rank by memory instead
 VPP_CHOICES = (2, 4)
 STAGES_FOR_BACKEND = {"auto": (0, 1, 2, 3), "ddp": (0,), "fsdp": (2, 3), "deepspeed": (0, 1, 2, 3)}
 
@@ -107,8 +108,24 @@ def evaluate(inputs: PlanInputs, layouts: LayoutArrays, rejected: Counter | None
     # rule24 is blind to micro-batch and schedule, so when it decides, layouts that the detailed
     # model also fits rank ahead of the ones it only lets through; speed orders within each group.
     agrees = memory["fits_detailed"][fit] if inputs.memory_model == "rule24" else np.ones(len(fit), bool)
-    order = np.lexsort((memory["detailed"][fit], -cost["tokens_per_s"][fit], ~agrees))
+    speed, spare = cost["tokens_per_s"][fit], memory["detailed"][fit]
+    by_speed = np.lexsort((spare, -speed, ~agrees))
+    groups = tie_groups(speed[by_speed], agrees[by_speed])
+    order = by_speed[np.lexsort((spare[by_speed], groups))]
     return PlanResult(inputs, layouts, memory, cost, fit[order], rejected or Counter(), len(layouts))
+
+
+def tie_groups(speed_desc: np.ndarray, agrees: np.ndarray) -> np.ndarray:
+    """Group ids for speeds sorted best first: a group holds the layouts within SPEED_TOLERANCE of
+    its fastest (the cost model is no finer than that), so that among them the one with the most
+    memory to spare can rank first."""
+    groups = np.empty(len(speed_desc), dtype=np.int64)
+    group, leader = -1, None
+    for k, (value, agree) in enumerate(zip(speed_desc.tolist(), agrees.tolist())):
+        if leader is None or value < leader[0] / (1 + SPEED_TOLERANCE) or agree != leader[1]:
+            group, leader = group + 1, (value, agree)
+        groups[k] = group
+    return groups
 
 
 def search(inputs: PlanInputs) -> PlanResult:

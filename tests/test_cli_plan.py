@@ -57,8 +57,11 @@ def test_json_schema_and_numbers(capsys):
         assert sum(memory["breakdown"].values()) == pytest.approx(memory["detailed"])
         assert record["fits"] and memory["rule24"] <= CATALOG["h100-sxm"].hbm_bytes / GIB
         assert record["tokens_per_s"] == pytest.approx(1024 * spec.seq_len / record["step_time_s"])
+    from planner.search import SPEED_TOLERANCE
+
     fitting_both = [r["tokens_per_s"] for r in layouts if r["fits_detailed"]]
-    assert fitting_both == sorted(fitting_both, reverse=True)
+    assert all(later <= earlier * (1 + SPEED_TOLERANCE) ** 2
+               for earlier, later in zip(fitting_both, fitting_both[1:]))
 
 
 def test_one_layout(capsys):

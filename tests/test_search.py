@@ -12,7 +12,8 @@ from planner.errors import UserError
 from planner.hardware import CATALOG
 from planner.model_spec import ModelSpec
 from planner.plan_inputs import PlanInputs
-from planner.search import describe, enumerate_layouts, evaluate_layout, parse_layout, search
+from planner.search import (SPEED_TOLERANCE, describe, enumerate_layouts, evaluate_layout, parse_layout,
+                            search)
 
 LLAMA7B = ModelSpec("llama", 32, 4096, 32, 32000, 4096)
 LLAMA70B = ModelSpec("llama", 80, 8192, 64, 32000, 4096, n_kv_heads=8, ffn_hidden=28672)
@@ -53,7 +54,13 @@ def test_ranking_best_first_among_fitting():
     agrees = result.memory["fits_detailed"][result.ranked]
     assert np.all(np.diff(agrees.astype(int)) <= 0)      # layouts both models fit come first
     speed = result.cost["tokens_per_s"][result.ranked][agrees]
-    assert np.all(np.diff(speed) <= 1e-9 * speed[:-1])
+    memory = result.memory["detailed"][result.ranked][agrees]
+    # best first: nothing later is faster than anything earlier by more than the tie tolerance;
+    # layouts within the tolerance of the fastest come first, least memory first among them
+    assert np.all(speed[1:] <= np.minimum.accumulate(speed)[:-1] * (1 + SPEED_TOLERANCE) ** 2)
+    tied = speed >= speed.max() / (1 + SPEED_TOLERANCE)
+    assert np.all(tied[: tied.sum()])
+    assert np.all(np.diff(memory[: tied.sum()]) >= 0)
     assert set(result.ranked.tolist()) | set(result.oom.tolist()) == set(range(result.n_candidates))
 
 
