@@ -184,9 +184,12 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
                 f"{100 * SPEED_TOLERANCE:.0f}% of the fastest, the layout with more memory to spare ranks first.")
         fastest = int(result.ranked[int(np.argmax(c["tokens_per_s"][result.ranked]))])
         if fastest not in (best, second):
+            why = (f"needs {gib(m['detailed'][fastest])} GiB (detailed)" if m["fits_detailed"][fastest] else
+                   f"fits only by rule24: the detailed model puts it at {gib(m['detailed'][fastest])} GiB, "
+                   f"over the {gib(capacity)}")
             console.print(f"  The fastest fitting layout ({describe(x.layout(fastest))}) is "
                           f"{100 * float(c['tokens_per_s'][fastest] / c['tokens_per_s'][best] - 1):.1f}% "
-                          f"faster but needs {gib(m['detailed'][fastest])} GiB (detailed).")
+                          f"faster but {why}.")
     disagreements = [(rank, explain_disagreement(result, int(i))) for rank, i in enumerate(result.ranked[:top], 1)]
     disagreements = [(rank, text) for rank, text in disagreements if text]
     if disagreements:
