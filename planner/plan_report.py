@@ -186,7 +186,7 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
         if fastest not in (best, second):
             why = (f"needs {gib(m['detailed'][fastest])} GiB (detailed)" if m["fits_detailed"][fastest] else
                    f"fits only by rule24: the detailed model puts it at {gib(m['detailed'][fastest])} GiB, "
-                   f"over the {gib(capacity)}")
+                   f"over the {gib(capacity)} GiB")
             console.print(f"  The fastest fitting layout ({describe(x.layout(fastest))}) is "
                           f"{100 * float(c['tokens_per_s'][fastest] / c['tokens_per_s'][best] - 1):.1f}% "
                           f"faster but {why}.")
