@@ -77,11 +77,12 @@ def heads_divide_nicely(n_heads: int) -> bool:
 
 
 def kv_heads_for(arch: str, n_heads: int) -> Optional[int]:
-    """Llama: grouped-query attention with 8 KV heads from 16 heads up (Llama-3 8B: 32/8, 70B: 64/8),
-    at most 8 query heads per KV head beyond 64; GPT: plain multi-head attention (None)."""
+    """Llama: grouped-query attention with 8 KV heads from 16 heads up (Llama 3 8B: 32/8, 70B: 64/8,
+    405B: 128/8), so tensor parallelism across a whole 8-GPU node splits them; GPT: plain multi-head
+    attention (None)."""
     if arch != "llama":
         return None
-    return max(8, n_heads // 8) if n_heads >= 16 else n_heads
+    return 8 if n_heads >= 16 else n_heads
 
 
 def _candidate(arch: str, d_model: int, n_layers: int, vocab_size: int, seq_len: int,
@@ -145,7 +146,9 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
             if fixed > target * (1 + tolerance):
                 break     # wider only adds embedding parameters
             ideal_layers = (target - fixed) / per_layer
-            depths = {max(1, math.floor(ideal_layers)), max(1, math.ceil(ideal_layers))}
+            # Deep models get even depths (multiples of 4 from 48 layers) so pipeline stages divide them.
+            step = 4 if ideal_layers >= 48 else 2 if ideal_layers >= 16 else 1
+            depths = {max(1, step * math.floor(ideal_layers / step)), max(1, step * math.ceil(ideal_layers / step))}
             if not tune_ffn:
                 for n_layers in depths:
                     consider(_candidate(arch, d_model, n_layers, vocab_size, seq_len, tie_embeddings, bias))
