@@ -26,6 +26,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --config configs/default.yaml
+	$(BIN)/python bench/plan_speed.py
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
+	$(BIN)/python bench/fit_speed.py
 
 clean:
 	rm -rf $(VENV) runs data *.egg-info
