@@ -18,8 +18,6 @@ NAME = "plan"
 HELP = "plan memory and parallel layout: which dp × tp × pp layouts fit, and how fast they run"
 
 ARCHS = ("gpt", "llama")
-DEFAULT_VOCAB = {"gpt": 50304, "llama": 32000}    # GPT-2's 50257 padded to 64; Llama 2
-DEFAULT_SEQ_LEN = {"gpt": 2048, "llama": 4096}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +88,8 @@ def model_spec_from_args(args: argparse.Namespace, cfg=None):
     if cfg is not None:
         return cfg.model.spec()
     arch = args.arch or "llama"
+    from planner.shape import DEFAULT_SEQ_LEN, DEFAULT_VOCAB
+
     vocab = args.vocab or DEFAULT_VOCAB[arch]
     seq = args.seq_len or DEFAULT_SEQ_LEN[arch]
     if args.params is not None:
