@@ -45,6 +45,8 @@ def run_guarded(prog: str, action: Callable[[], int]) -> int:
         fail(prog, f"not valid YAML: {error}")
     except FileNotFoundError as error:
         fail(prog, f"no such file: {error.filename or error}")
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as error:
+        fail(prog, f"{error.strerror}: {error.filename}")
     except BrokenPipeError:  # output piped into `head` and the reader left: not an error of ours
         sys.stderr.close()
         return 0

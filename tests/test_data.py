@@ -89,3 +89,11 @@ def test_prepare_cli_rejects_bad_tokenizer_file(tmp_path, capsys):
         cli(["prepare", str(bad), "--tokenizer", str(bad), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_prepare_into_a_file_path_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["prepare", str(blocker), "--out", str(blocker / "sub")])
+    assert exit_info.value.code == 2 and "Not a directory" in capsys.readouterr().err
