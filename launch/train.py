@@ -74,6 +74,8 @@ def run(args: argparse.Namespace, environ) -> int:
         dist.init_process_group(backend)
     else:  # a plain `python launch/train.py`: a one-process group of our own
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    if runtime.is_main:
+        write_plan(cfg, world_size, device, args.gpus_per_node)
     try:
         result = train(cfg, runtime)
     finally:
@@ -84,6 +86,30 @@ def run(args: argparse.Namespace, environ) -> int:
         if result.sample:
             print("[scaleplan] sample:\n" + result.sample)
     return 0
+
+
+def write_plan(cfg, world_size: int, device, gpus_per_node: int) -> None:
+    """runs/<name>/plan.json: the planner's memory and speed prediction for this very run, to set
+    beside what metrics.jsonl measures. Planned for the GPU in use, or h100-sxm on a CPU."""
+    import json
+
+    import torch
+
+    from launch.commands.plan import config_plan_json
+    from planner.hardware import identify
+    from trainer.build import run_directory
+
+    from planner.errors import UserError
+
+    gpu = identify(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    try:
+        plan = config_plan_json(cfg, world_size, gpu.id if gpu else None, gpus_per_node)
+    except UserError as error:  # a plan is advice: never a reason not to train
+        print(f"[scaleplan] no plan.json: {error}", flush=True)
+        return
+    run_dir = run_directory(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "plan.json").write_text(json.dumps({"gpu": gpu.id if gpu else None, **plan}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ def test_finished_run_writes_everything(tmp_path):
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_gib"} <= set(records[1])
     assert records[1]["tokens_per_s"] > 0 and records[1]["mfu"] is None  # no peak FLOP/s for a CPU
     assert list(run_dir.glob("events.out.tfevents.*"))
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["gpu"] is None and plan["layouts"][0]["dp"] == 1 and plan["layouts"][0]["micro_batch"] == 4
     Config.model_validate(yaml.safe_load((run_dir / "config.yaml").read_text()))
     assert (run_dir / "checkpoints" / "step_4" / ".metadata").is_file()
     name, n, d, c, loss = (runs / "runs.csv").read_text().splitlines()[1].split(",")
