@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from planner.shape import Shape
 from trainer.config import Config, load_config
 
@@ -51,7 +49,3 @@ def write_config(config: Config, path: str | Path) -> Path:
     path.write_text("# Written by `scaleplan next`: the next run of the scaling loop.\n" + config.to_yaml())
     load_config(path)
     return path
-
-
-def config_summary(config: Config) -> dict:
-    return yaml.safe_load(config.to_yaml())

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from planner.errors import UserError
-from planner.grid import (DEFAULT_STARTS, GRID_KEYS, Grid, best_points, default_grid, evaluate_grid, grid_size,
+from planner.grid import (DEFAULT_STARTS, Grid, best_points, default_grid, evaluate_grid, grid_size,
                           landscape)
 from planner.law import ScalingLaw
 from planner.objectives import Objective, value_and_gradient

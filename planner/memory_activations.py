@@ -28,7 +28,6 @@ import numpy as np
 
 from planner.model_spec import ModelSpec
 
-RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 
 
 def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes, consumers: int = 1) -> np.ndarray:
@@ -67,7 +66,7 @@ def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_
     """Bytes one layer keeps for one micro-batch (`stored`), and the working set of one layer that
     full recomputation rebuilds during its backward (`recompute_peak`, zero otherwise).
 
-    recompute: codes of RECOMPUTE_CODES (0 none, 1 selective, 2 full); arrays broadcast.
+    recompute: indices into layout_arrays.RECOMPUTE (0 none, 1 selective, 2 full); arrays broadcast.
     """
     tokens = np.asarray(micro_batch) * spec.seq_len
     tp, sp, recompute = np.asarray(tp), np.asarray(sp, bool), np.asarray(recompute)

@@ -98,7 +98,7 @@ def detailed_model_states(held, shard, backend: np.ndarray, zero, precision: str
         *(np.asarray(x, dtype=float) for x in (held, shard, zero, layer_held, backend, cast_held)))
     c = compute_bytes(precision)
     mixed = precision != "fp32"
-    ddp, fsdp, ds = backend == 0, backend == 1, backend == 2
+    ddp, fsdp = backend == 0, backend == 1
     bucket = np.minimum(DEEPSPEED_BUCKET_ELEMENTS, held) * c
 
     def per(stage_min):   # divide by the shard group from this ZeRO stage on

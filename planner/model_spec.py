@@ -86,11 +86,6 @@ def count_params(spec: ModelSpec) -> int:
     return spec.n_layers * layer_params(spec) + embedding_params(spec) + final_norm_params(spec)
 
 
-def count_non_embedding_params(spec: ModelSpec) -> int:
-    """Parameters outside the token/position embeddings and output head (Kaplan et al. 2020's N)."""
-    return count_params(spec) - embedding_params(spec)
-
-
 def flops_per_token(spec: ModelSpec) -> float:
     """Training FLOPs per token (forward + backward, no recomputation).
 

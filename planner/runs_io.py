@@ -88,7 +88,7 @@ def read_runs(path: str | Path, min_runs: Optional[int] = MIN_RUNS) -> Runs:
     rows = [(line, row) for line, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
     if not rows:
         raise UserError(f"{path} is empty: expected a header with N, D, loss (or C, N, loss)")
-    header_line, header = rows[0]
+    _, header = rows[0]
     columns = _canonical(header)
     if "loss" not in columns or "N" not in columns or not ({"D", "C"} & columns.keys()):
         raise UserError(f"{path}: header {','.join(header)} must name N, loss and D or C "

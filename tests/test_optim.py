@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from trainer.config import OptimConfig
 from trainer.model import Transformer

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.errors import UserError
-from planner.model_spec import ModelSpec, default_ffn_hidden
+from planner.model_spec import ModelSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = REPO_ROOT / "configs"
@@ -52,11 +52,11 @@ class ModelConfig(Section):
 
     @property
     def kv_heads(self) -> int:
-        return self.n_kv_heads or self.n_heads
+        return self.spec().kv_heads
 
     @property
     def ffn(self) -> int:
-        return self.ffn_hidden or default_ffn_hidden(self.arch, self.d_model)
+        return self.spec().ffn
 
     def spec(self) -> ModelSpec:
         return ModelSpec.from_config(self)

@@ -14,6 +14,8 @@ import typing
 from pathlib import Path
 from typing import Optional
 
+from planner.plan_inputs import ACCOUNTINGS, MEMORY_MODELS, PRECISIONS
+
 NAME = "plan"
 HELP = "plan memory and parallel layout: which dp × tp × pp layouts fit, and how fast they run"
 
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--global-batch", type=int, help="sequences per optimizer step")
     run.add_argument("--global-batch-tokens", type=float,
                      help="tokens per optimizer step (default 4M when neither is given)")
-    run.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
+    run.add_argument("--precision", choices=PRECISIONS, default=None,
                      help="compute dtype (default bf16, or the config's)")
     run.add_argument("--backend", choices=("auto", "ddp", "fsdp", "deepspeed"), default="auto",
                      help="auto: DDP for zero=0, DeepSpeed ZeRO for 1-2, FSDP2 for 3")
@@ -52,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plan = parser.add_argument_group("plan")
     plan.add_argument("--layout", help="evaluate one layout: dp=8,tp=8,pp=1,zero=1,mb=2,"
                       "recompute=none|selective|full,sp=true|false,schedule=gpipe|1f1b|interleaved,vpp=2")
-    plan.add_argument("--memory-model", choices=("rule24", "detailed"), default="rule24",
+    plan.add_argument("--memory-model", choices=MEMORY_MODELS, default="rule24",
                       help="which memory model decides what fits (both are always shown)")
-    plan.add_argument("--accounting", choices=("native", "deepspeed"), default="native",
+    plan.add_argument("--accounting", choices=ACCOUNTINGS, default="native",
                       help="count model states as each backend stores them, or as DeepSpeed's estimators do")
     plan.add_argument("--top", type=int, default=10, help="layouts shown (0: all that fit)")
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
