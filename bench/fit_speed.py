@@ -25,11 +25,11 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from planner.fit import fit_law, objective_at  # noqa: E402
-from planner.grid import evaluate_grid  # noqa: E402
-from planner.law import ScalingLaw  # noqa: E402
-from planner.objectives import Objective  # noqa: E402
-from planner.runs_io import read_runs  # noqa: E402
+from planner.scaling.fit import fit_law, objective_at  # noqa: E402
+from planner.scaling.grid import evaluate_grid  # noqa: E402
+from planner.scaling.law import ScalingLaw  # noqa: E402
+from planner.scaling.objectives import Objective  # noqa: E402
+from planner.scaling.runs import read_runs  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "chinchilla_fig4_epoch.csv"
 # Besiroglu et al. 2024's exact replication of Hoffmann's method on these 240 points.

@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.hardware import get_gpu  # noqa: E402
-from planner.model_shape import spec_for_params  # noqa: E402
-from planner.plan_inputs import PlanInputs  # noqa: E402
-from planner.search import enumerate_layouts, evaluate_layout, search  # noqa: E402
+from planner.scaling.shape import spec_for_params  # noqa: E402
+from planner.layout.inputs import PlanInputs  # noqa: E402
+from planner.layout.search import enumerate_layouts, evaluate_layout, search  # noqa: E402
 
 CASES = ((8, 7e9, 256), (512, 70e9, 1024), (4096, 70e9, 2048))   # GPUs, params, global batch
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, environ) -> int:
     cfg = load_config(args.config, args.overrides)
     cfg.grad_accum_steps(world_size)  # a batch that does not divide fails here, before any group
     if args.dry_run:
-        from launch.commands.plan import print_config_plan
+        from launch.layout_inputs import print_config_plan
 
         print_config_plan(cfg, world_size, args.gpu, args.gpus_per_node)
         return 0
@@ -95,7 +95,7 @@ def write_plan(cfg, world_size: int, device, gpus_per_node: int) -> None:
 
     import torch
 
-    from launch.commands.plan import config_plan_json
+    from launch.layout_inputs import config_plan_json
     from planner.hardware import identify
     from trainer.build import run_directory
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.law import ScalingLaw
-from planner.runs_io import Runs
+from planner.scaling.law import ScalingLaw
+from planner.scaling.runs import Runs
 
 # A law in the range published fits occupy (Hoffmann et al. 2022 Approach 3, rounded).
 TRUTH = ScalingLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)

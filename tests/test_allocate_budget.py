@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from planner.allocate import PF_DAY, SAFE_EPOCHS, allocate, budget_flops, effective_tokens
+from planner.scaling.allocate import PF_DAY, SAFE_EPOCHS, allocate, budget_flops, effective_tokens
 from planner.errors import UserError
 from planner.hardware import CATALOG
-from planner.law import CHINCHILLA, TOKENS20
+from planner.scaling.law import CHINCHILLA, TOKENS20
 
 
 def test_budget_units() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from launch.cli import main
 from planner.hardware import CATALOG
-from planner.memory_rule24 import rule24_bytes
-from planner.model_shape import spec_for_params
+from planner.layout.memory import rule24_bytes
+from planner.scaling.shape import spec_for_params
 from planner.model_spec import count_params
 
 GIB = 2**30
@@ -57,7 +57,7 @@ def test_json_schema_and_numbers(capsys):
         assert sum(memory["breakdown"].values()) == pytest.approx(memory["detailed"])
         assert record["fits"] and memory["rule24"] <= CATALOG["h100-sxm"].hbm_bytes / GIB
         assert record["tokens_per_s"] == pytest.approx(1024 * spec.seq_len / record["step_time_s"])
-    from planner.search import SPEED_TOLERANCE
+    from planner.layout.search import SPEED_TOLERANCE
 
     fitting_both = [r["tokens_per_s"] for r in layouts if r["fits_detailed"]]
     assert all(later <= earlier * (1 + SPEED_TOLERANCE) ** 2
@@ -109,7 +109,7 @@ def test_emit_config_is_accepted_by_the_trainer(capsys, tmp_path):
 def test_config_plan_and_dry_run(capsys):
     code, out, _ = run(capsys, "--config", "configs/default.yaml", "--gpus", "2", "--gpu", "a10")
     assert code == 0 and "dp=2,tp=1,pp=1,zero=0,mb=16" in out
-    from launch.commands.plan import print_config_plan
+    from launch.layout_inputs import print_config_plan
     from trainer.config import load_config
 
     print_config_plan(load_config("configs/default.yaml"), 2, None, 8)
@@ -146,8 +146,8 @@ def test_bad_requests_get_one_line(capsys, argv, match):
 
 def test_json_best_first_matches_search(capsys):
     from planner.hardware import get_gpu
-    from planner.plan_inputs import PlanInputs
-    from planner.search import search
+    from planner.layout.inputs import PlanInputs
+    from planner.layout.search import search
 
     code, out, _ = run(capsys, "--params", "7e9", "--gpus", "64", "--json", "--top", "5")
     best = json.loads(out)["layouts"][0]
@@ -174,7 +174,7 @@ def test_printed_table_shows_the_tested_numbers(capsys):
 
 
 def test_config_plan_json_matches_cli_json(capsys):
-    from launch.commands.plan import config_plan_json
+    from launch.layout_inputs import config_plan_json
     from trainer.config import load_config
 
     record = config_plan_json(load_config("configs/default.yaml"), 2, "a10")["layouts"][0]

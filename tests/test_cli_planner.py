@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from launch.cli import main
-from planner.law import CHINCHILLA
+from planner.scaling.law import CHINCHILLA
 from planner.model_spec import ModelSpec, count_params
-from planner.runs_io import Runs, write_runs
+from planner.scaling.runs import Runs, write_runs
 from tests.conftest import REPO
 from tests.planner_helpers import synthetic_runs
 from trainer.config import load_config
@@ -79,7 +79,7 @@ def test_allocate_epoch2024_and_chinchilla(capsys) -> None:
     assert set(epoch) >= {"N", "D", "tokens_per_param", "loss", "shape"}
     assert abs(epoch["shape"]["params"] / epoch["N"] - 1) <= 0.05
     chinchilla = run_json(capsys, ["allocate", "--flops", "5.88e23", "--law", "chinchilla", "--json"])
-    # Hoffmann et al. eq. 4 written out independently of planner.law
+    # Hoffmann et al. eq. 4 written out independently of planner.scaling.law
     a, b, A, B, E = CHINCHILLA.alpha, CHINCHILLA.beta, CHINCHILLA.A, CHINCHILLA.B, CHINCHILLA.E
     G = (a * A / (b * B)) ** (1 / (a + b))
     N = G * (5.88e23 / 6) ** (b / (a + b))
@@ -123,8 +123,8 @@ def test_simulate_recovers_noise_free_law(capsys) -> None:
 
 
 def test_planner_never_imports_torch() -> None:
-    code = ("import sys; import planner.fit, planner.bootstrap, planner.allocate, planner.shape, planner.plots, "
-            "planner.simulate, planner.diagnostics, planner.runs_io; "
+    code = ("import sys; import planner.scaling.fit, planner.scaling.bootstrap, planner.scaling.allocate, planner.scaling.shape, planner.scaling.plots, "
+            "planner.scaling.simulate, planner.scaling.diagnostics, planner.scaling.runs; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from parallel.layout import Layout
-from planner.cost import (HALF_EFFICIENCY_DIM, LINK_LATENCY_S, MAX_MATMUL_EFFICIENCY, evaluate_cost,
+from planner.layout.cost import (HALF_EFFICIENCY_DIM, LINK_LATENCY_S, MAX_MATMUL_EFFICIENCY, evaluate_cost,
                           matmul_efficiency, ring_time)
 from planner.hardware import CATALOG, peak_flops
-from planner.layout_arrays import LayoutArrays
+from planner.layout.candidates import LayoutArrays
 from planner.model_spec import ModelSpec, flops_per_token
-from planner.plan_inputs import PlanInputs
+from planner.layout.inputs import PlanInputs
 
 LLAMA7B = ModelSpec("llama", 32, 4096, 32, 32000, 4096)
 

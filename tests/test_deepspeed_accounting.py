@@ -11,11 +11,11 @@ import pytest
 
 from parallel.layout import Layout
 from planner.hardware import CATALOG
-from planner.layout_arrays import LayoutArrays
-from planner.memory import stage_memory
-from planner.memory_states import deepspeed_model_states, largest_layer_params
+from planner.layout.candidates import LayoutArrays
+from planner.layout.memory import stage_memory
+from planner.layout.model_states import deepspeed_model_states, largest_layer_params
 from planner.model_spec import ModelSpec, count_params
-from planner.plan_inputs import PlanInputs
+from planner.layout.inputs import PlanInputs
 
 pytest.importorskip("deepspeed")
 stage2 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from planner.fit import fit_law, objective_at
-from planner.law import ScalingLaw
-from planner.objectives import Objective
-from planner.runs_io import read_runs
+from planner.scaling.fit import fit_law, objective_at
+from planner.scaling.law import ScalingLaw
+from planner.scaling.objectives import Objective
+from planner.scaling.runs import read_runs
 from tests.conftest import SHARED_DATA
 
 DATA = SHARED_DATA / "chinchilla_fig4_epoch.csv"

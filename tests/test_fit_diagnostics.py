@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.diagnostics import (all_warnings, extrapolation_warnings, grid_edge_warnings, multimodal_warnings,
+from planner.scaling.diagnostics import (all_warnings, extrapolation_warnings, grid_edge_warnings, multimodal_warnings,
                                  residual_warnings, run_warnings)
-from planner.fit import LocalOptimum, fit_law
-from planner.grid import default_grid
-from planner.objectives import Objective
-from planner.runs_io import Runs
+from planner.scaling.fit import LocalOptimum, fit_law
+from planner.scaling.grid import default_grid
+from planner.scaling.objectives import Objective
+from planner.scaling.runs import Runs
 from tests.planner_helpers import synthetic_runs
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.grid import GRID_KEYS, best_points, default_grid, evaluate_grid, landscape
-from planner.objectives import OBJECTIVES, Objective, value_and_gradient
+from planner.scaling.grid import GRID_KEYS, best_points, default_grid, evaluate_grid, landscape
+from planner.scaling.objectives import OBJECTIVES, Objective, value_and_gradient
 from tests.planner_helpers import synthetic_runs
 
 

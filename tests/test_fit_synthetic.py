@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.bootstrap import bootstrap
+from planner.scaling.bootstrap import bootstrap
 from planner.errors import UserError
-from planner.fit import fit_law
-from planner.grid import default_grid
-from planner.law import PARAM_NAMES
-from planner.objectives import OBJECTIVES, Objective
-from planner.runs_io import Runs
+from planner.scaling.fit import fit_law
+from planner.scaling.grid import default_grid
+from planner.scaling.law import PARAM_NAMES
+from planner.scaling.objectives import OBJECTIVES, Objective
+from planner.scaling.runs import Runs
 from tests.planner_helpers import TRUTH, synthetic_runs
 
 BUDGET = 1e22

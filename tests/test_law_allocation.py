@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from planner.errors import UserError
-from planner.law import CHINCHILLA, EPOCH2024, PRESETS, TOKENS20, ScalingLaw, law_from_dict, load_law
+from planner.scaling.law import CHINCHILLA, EPOCH2024, PRESETS, TOKENS20, ScalingLaw, law_from_dict, load_law
 
 
 def numerical_optimum(law: ScalingLaw, C: float) -> tuple[float, float]:

@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from planner.memory_activations import (embedding_bytes, head_bytes, layer_activation_bytes,  # noqa: E402
+from planner.layout.activations import (embedding_bytes, head_bytes, layer_activation_bytes,  # noqa: E402
                                         logits_bytes)
-from planner.memory_states import compute_bytes  # noqa: E402
+from planner.layout.model_states import compute_bytes  # noqa: E402
 
 # Sizes chosen so no activation shape equals a weight shape (B·T = 60 is no model dimension):
 # under autocast the cached 16-bit weight copies (saved transposed) are told apart by shape.
@@ -95,7 +95,7 @@ def test_math_attention_term_is_what_flash_avoids():
 def test_autocast_weight_copies_match_compute_copies(name):
     """DDP under bf16 autocast: the 16-bit copies of the Linear weights autocast caches for the
     backward are the `compute_copies` the planner adds to the weights."""
-    from planner.memory_states import detailed_model_states, matmul_params_on_stage
+    from planner.layout.model_states import detailed_model_states, matmul_params_on_stage
     from trainer.config import ModelConfig
 
     copies: dict[int, int] = {}

@@ -8,11 +8,11 @@ import pytest
 
 from parallel.layout import Layout
 from planner.hardware import CATALOG
-from planner.layout_arrays import LayoutArrays
-from planner.memory import PARTS, evaluate_memory, per_stage_breakdown, stage_memory, total
-from planner.memory_activations import layer_activation_bytes, micro_batches_in_flight
-from planner.memory_rule24 import rule24_breakdown, rule24_bytes
-from planner.memory_states import detailed_model_states, stage_params
+from planner.layout.candidates import LayoutArrays
+from planner.layout.memory import PARTS, evaluate_memory, per_stage_breakdown, stage_memory, total
+from planner.layout.activations import layer_activation_bytes, micro_batches_in_flight
+from planner.layout.memory import rule24_breakdown, rule24_bytes
+from planner.layout.model_states import detailed_model_states, stage_params
 from planner.model_spec import ModelSpec, count_params
 
 GPT = ModelSpec("gpt", 24, 2048, 16, 50304, 2048)
@@ -141,7 +141,7 @@ def _layouts(*layouts, backend="auto"):
 
 def test_peak_stage_and_breakdown_are_consistent():
     inputs_spec = LLAMA
-    from planner.plan_inputs import PlanInputs
+    from planner.layout.inputs import PlanInputs
 
     inputs = PlanInputs(inputs_spec, CATALOG["h100-sxm"], 64, 256)
     layouts = _layouts(Layout(dp_replicate=4, tp=4, pp=4, micro_batch=1),
@@ -163,7 +163,7 @@ def test_peak_stage_and_breakdown_are_consistent():
 
 
 def test_feasibility_follows_the_chosen_model():
-    from planner.plan_inputs import PlanInputs
+    from planner.layout.inputs import PlanInputs
 
     layouts = _layouts(Layout(dp_replicate=8, micro_batch=16))
     loose = PlanInputs(LLAMA, CATALOG["h100-sxm"], 8, 128, memory_model="rule24")

@@ -16,9 +16,9 @@ import pytest
 
 from parallel.layout import Layout
 from planner.hardware import CATALOG
-from planner.layout_arrays import LayoutArrays
-from planner.memory import stage_memory
-from planner.plan_inputs import PlanInputs
+from planner.layout.candidates import LayoutArrays
+from planner.layout.memory import stage_memory
+from planner.layout.inputs import PlanInputs
 
 TINY_MODEL = dict(arch="gpt", n_layers=2, d_model=64, n_heads=4, vocab_size=256, seq_len=32)
 TINY_LLAMA = dict(arch="llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, vocab_size=256, seq_len=32)

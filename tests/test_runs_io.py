@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from planner.errors import UserError
-from planner.runs_io import read_runs
+from planner.scaling.runs import read_runs
 
 ROWS = [(1e6, 2e7, 3.1), (2e6, 4e7, 2.9), (4e6, 8e7, 2.7), (8e6, 1.6e8, 2.6), (1.6e7, 3.2e8, 2.5)]
 
@@ -70,7 +70,7 @@ def test_missing_columns_and_too_few_runs(tmp_path) -> None:
 
 
 def test_drop_highest_loss() -> None:
-    from planner.runs_io import Runs
+    from planner.scaling.runs import Runs
     runs = Runs(np.arange(1.0, 7.0), np.arange(1.0, 7.0), np.array([3.0, 5.0, 1.0, 6.0, 2.0, 4.0]))
     kept = runs.without_highest_loss(2)
     assert list(kept.loss) == [3.0, 1.0, 2.0, 4.0]

@@ -11,8 +11,8 @@ import pytest
 from planner.errors import UserError
 from planner.hardware import CATALOG
 from planner.model_spec import ModelSpec
-from planner.plan_inputs import PlanInputs
-from planner.search import (SPEED_TOLERANCE, describe, enumerate_layouts, evaluate_layout, parse_layout,
+from planner.layout.inputs import PlanInputs
+from planner.layout.search import (SPEED_TOLERANCE, describe, enumerate_layouts, evaluate_layout, parse_layout,
                             search)
 
 LLAMA7B = ModelSpec("llama", 32, 4096, 32, 32000, 4096)
@@ -120,8 +120,8 @@ def test_planner_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys, planner.search, planner.plan_report, planner.plan_plots, planner.model_shape, "
-            "planner.hardware, launch.commands.plan; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, planner.layout.search, planner.layout.report, planner.layout.plots, planner.scaling.shape, "
+            "planner.hardware, launch.commands.plan, launch.layout_inputs; assert 'torch' not in sys.modules, 'torch imported'")
     from tests.conftest import REPO
 
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -5,7 +5,7 @@ import pytest
 
 from planner.errors import UserError
 from planner.model_spec import count_params
-from planner.shape import ASPECT_RANGE, shape_for_params
+from planner.scaling.shape import ASPECT_RANGE, shape_for_params
 
 TARGETS = [3e6, 2.5e7, 1.24e8, 4e8, 1.3e9, 7e9, 3.3e10, 7e10, 4e11]
 

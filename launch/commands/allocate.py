@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Optional
 
-from launch.planner_args import add_json_flag, add_law_argument, human, print_json, print_warnings
-from planner.allocate import Allocation, allocate, budget_flops
-from planner.law import load_law
-from planner.shape import Shape, shape_for_params
+from launch.arguments import add_json_flag, add_law_argument, add_shape_arguments
+from launch.output import human, print_json, print_warnings
+from planner.scaling.allocate import Allocation, allocate, budget_flops
+from planner.scaling.law import load_law
+from planner.scaling.shape import Shape, shape_for_params
 
 NAME = "allocate"
 HELP = "split a compute budget into model size N and tokens D, and shape the model"
@@ -20,14 +20,6 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gpu-hours", type=float, metavar="H", help="GPU-hours, with --gpu and --mfu")
     group.add_argument("--gpu", metavar="ID", help="GPU id from the catalog (planner/hardware.py), e.g. h100-sxm")
     group.add_argument("--mfu", type=float, metavar="F", help="model FLOP utilisation, e.g. 0.4")
-
-
-def add_shape_arguments(parser: argparse.ArgumentParser, arch_default: Optional[str] = "gpt") -> None:
-    group = parser.add_argument_group("model shape")
-    group.add_argument("--arch", choices=("gpt", "llama"), default=arch_default, help="model family")
-    group.add_argument("--vocab-size", type=int, default=None, help="default 50304 (gpt) / 32000 (llama)")
-    group.add_argument("--seq-len", type=int, default=None, help="default 2048 (gpt) / 4096 (llama)")
-    group.add_argument("--tie-embeddings", action="store_true", help="share input and output embeddings")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from launch.planner_args import (add_fit_arguments, add_json_flag, fit_from_args, human, objective_from_args,
-                                 print_json, print_warnings)
+from launch.arguments import add_fit_arguments, add_json_flag, fit_from_args, objective_from_args
+from launch.output import human, print_json, print_warnings
 from planner.errors import UserError
-from planner.runs_io import read_runs
+from planner.scaling.runs import read_runs
 
 NAME = "fit"
 HELP = "fit the scaling law L(N, D) to a table of runs (N, D, loss)"
@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy imports (scipy, matplotlib) on use, so `scaleplan <any command>` starts quickly.
-    from planner.bootstrap import bootstrap
-    from planner.diagnostics import all_warnings
-    from planner.fit import describe
+    from planner.scaling.bootstrap import bootstrap
+    from planner.scaling.diagnostics import all_warnings
+    from planner.scaling.fit import describe
 
     if args.drop_highest_loss < 0:
         raise UserError("--drop-highest-loss must be 0 or more")
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         payload["intervals"] = boot.to_json()["intervals"]
         payload["bootstrap"] = boot.to_json()
     if args.plots:
-        from planner.plots import write_fit_plots
+        from planner.scaling.plots import write_fit_plots
         point = dict(fit.law.params(), N_opt=N_opt, D_opt=D_opt, loss=payload["at_budget"]["loss"])
         payload["plots"] = [str(p) for p in write_fit_plots(args.plots, fit, runs, boot=boot, point=point)]
     if args.out:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from launch.commands.allocate import add_shape_arguments
-from launch.next_config import next_run_config, write_config
-from launch.planner_args import add_fit_arguments, add_json_flag, fit_from_args, human, print_json, print_warnings
-from planner.allocate import allocate
+from launch.arguments import add_fit_arguments, add_json_flag, add_shape_arguments, fit_from_args
+from launch.output import human, print_json, print_warnings
+from launch.run_configs import next_run_config, write_config
 from planner.errors import UserError
 from planner.model_spec import ModelSpec, count_params
-from planner.runs_io import read_runs
-from planner.shape import shape_for_params
+from planner.scaling.allocate import allocate
+from planner.scaling.runs import read_runs
+from planner.scaling.shape import shape_for_params
 from trainer.config import PRESETS_DIR, load_config
 
 NAME = "next"
@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.diagnostics import all_warnings
-    from planner.fit import describe
+    from planner.scaling.diagnostics import all_warnings
+    from planner.scaling.fit import describe
 
     if args.flops is None and not args.scaling_factor > 0:
         raise UserError(f"--scaling-factor must be positive, got {args.scaling_factor}")
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                "steps": config.train.steps, "tokens_per_step": config.tokens_per_step,
                "fit": {"params": fit.law.params(), "objective": fit.objective}, "warnings": warnings}
     if args.plots:
-        from planner.plots import write_fit_plots
+        from planner.scaling.plots import write_fit_plots
         payload["plots"] = [str(p) for p in write_fit_plots(args.plots, fit, runs, (shape.params, trained_tokens))]
     print_warnings(warnings)
     if args.json:

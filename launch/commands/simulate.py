@@ -5,11 +5,11 @@ import argparse
 
 import numpy as np
 
-from launch.planner_args import (add_fit_arguments, add_json_flag, add_law_argument, human, objective_from_args,
-                                 print_json)
-from planner.grid import load_grid
-from planner.law import load_law
-from planner.simulate import seed_runs, simulate
+from launch.arguments import add_fit_arguments, add_json_flag, add_law_argument, objective_from_args
+from launch.output import human, print_json
+from planner.scaling.grid import load_grid
+from planner.scaling.law import load_law
+from planner.scaling.simulate import seed_runs, simulate
 
 NAME = "simulate"
 HELP = "check that seed runs and a fit grid recover a known law, by simulating the scaling loop"

@@ -89,7 +89,7 @@ def detailed_model_states(held, shard, backend: np.ndarray, zero, precision: str
     (`compute_copies`), `gradients`, `optimizer` and communication `buffers`.
 
     held: parameters this GPU's stage holds (before sharding); shard: ranks sharing the sharded
-    states; backend: codes of layout_arrays.BACKENDS (0 ddp, 1 fsdp, 2 deepspeed); layer_held: one
+    states; backend: codes of candidates.BACKENDS (0 ddp, 1 fsdp, 2 deepspeed); layer_held: one
     block's parameters on this TP rank; cast_held: the Linear parameters autocast copies under DDP
     (default: all of `held`).
     """

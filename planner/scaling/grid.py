@@ -14,8 +14,8 @@ import numpy as np
 import yaml
 
 from planner.errors import UserError
-from planner.objectives import Objective
-from planner.runs_io import Runs
+from planner.scaling.objectives import Objective
+from planner.scaling.runs import Runs
 
 GRID_KEYS = ("log_E", "log_A", "log_B", "alpha", "beta")
 LINEAR_KEYS = {"E": "log_E", "A": "log_A", "B": "log_B"}   # YAML may give E, A, B unlogged

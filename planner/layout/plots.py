@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import UserError
-from planner.memory import PARTS
-from planner.search import PlanResult, describe
+from planner.layout.memory import PARTS
+from planner.layout.search import PlanResult, describe
 
 GIB = 2**30
 

@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from planner.errors import UserError
-from planner.fit import FitResult, fit_from_starts, law_from_theta
-from planner.law import PARAM_NAMES
-from planner.objectives import Objective
-from planner.runs_io import MIN_RUNS, Runs
+from planner.scaling.fit import FitResult, fit_from_starts, law_from_theta
+from planner.scaling.law import PARAM_NAMES
+from planner.scaling.objectives import Objective
+from planner.scaling.runs import MIN_RUNS, Runs
 
 DEFAULT_CONFIDENCE = 0.9
 RESAMPLE_GTOL = 1e-7   # on the rescaled objective; parameters settle far below the bootstrap spread

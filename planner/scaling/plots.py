@@ -10,11 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
-from planner.bootstrap import BootstrapResult  # noqa: E402
-from planner.fit import FitResult  # noqa: E402
-from planner.grid import GRID_KEYS  # noqa: E402
-from planner.law import FLOPS_PER_PARAM_TOKEN, ScalingLaw  # noqa: E402
-from planner.runs_io import Runs  # noqa: E402
+from planner.scaling.bootstrap import BootstrapResult  # noqa: E402
+from planner.scaling.fit import FitResult  # noqa: E402
+from planner.scaling.grid import GRID_KEYS  # noqa: E402
+from planner.scaling.law import FLOPS_PER_PARAM_TOKEN, ScalingLaw  # noqa: E402
+from planner.scaling.runs import Runs  # noqa: E402
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:

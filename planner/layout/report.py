@@ -8,9 +8,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from planner.memory import PARTS, per_stage_breakdown
+from planner.layout.memory import PARTS, per_stage_breakdown
 from planner.model_spec import count_params
-from planner.search import SPEED_TOLERANCE, PlanResult, describe
+from planner.layout.search import SPEED_TOLERANCE, PlanResult, describe
 
 GIB = 2**30
 DISAGREE_RATIO = 1.25   # the two memory models "disagree" beyond this ratio, or on feasibility

@@ -66,7 +66,7 @@ def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_
     """Bytes one layer keeps for one micro-batch (`stored`), and the working set of one layer that
     full recomputation rebuilds during its backward (`recompute_peak`, zero otherwise).
 
-    recompute: indices into layout_arrays.RECOMPUTE (0 none, 1 selective, 2 full); arrays broadcast.
+    recompute: indices into candidates.RECOMPUTE (0 none, 1 selective, 2 full); arrays broadcast.
     """
     tokens = np.asarray(micro_batch) * spec.seq_len
     tp, sp, recompute = np.asarray(tp), np.asarray(sp, bool), np.asarray(recompute)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parallel.layout import Layout
-from planner.cost import evaluate_cost
+from planner.layout.cost import evaluate_cost
 from planner.errors import UserError
-from planner.layout_arrays import BACKENDS, RECOMPUTE, SCHEDULES, LayoutArrays, backend_for_stage
-from planner.memory import evaluate_memory
-from planner.plan_inputs import PlanInputs
+from planner.layout.candidates import BACKENDS, RECOMPUTE, SCHEDULES, LayoutArrays, backend_for_stage
+from planner.layout.memory import evaluate_memory
+from planner.layout.inputs import PlanInputs
 
 MAX_MICRO_BATCH = 64
 SPEED_TOLERANCE = 0.01   # predicted speeds this close rank by memory instead

@@ -8,11 +8,11 @@ from typing import Optional
 import numpy as np
 
 from planner.errors import UserError
-from planner.fit import fit_law
-from planner.grid import DEFAULT_SLICES, Grid, default_grid
-from planner.law import FLOPS_PER_PARAM_TOKEN, PARAM_NAMES, ScalingLaw
-from planner.objectives import Objective
-from planner.runs_io import Runs
+from planner.scaling.fit import fit_law
+from planner.scaling.grid import DEFAULT_SLICES, Grid, default_grid
+from planner.scaling.law import FLOPS_PER_PARAM_TOKEN, PARAM_NAMES, ScalingLaw
+from planner.scaling.objectives import Objective
+from planner.scaling.runs import Runs
 
 # Seed runs spread tokens per parameter around the compute-optimal ~20 (Hoffmann et al. 2022), wide
 # enough on both sides that N and D vary independently (the chinchilla library's N_to_D seed range).

@@ -13,11 +13,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from planner.errors import UserError
-from planner.grid import (DEFAULT_STARTS, Grid, best_points, default_grid, evaluate_grid, grid_size,
+from planner.scaling.grid import (DEFAULT_STARTS, Grid, best_points, default_grid, evaluate_grid, grid_size,
                           landscape)
-from planner.law import ScalingLaw
-from planner.objectives import Objective, value_and_gradient
-from planner.runs_io import MIN_RUNS, Runs
+from planner.scaling.law import ScalingLaw
+from planner.scaling.objectives import Objective, value_and_gradient
+from planner.scaling.runs import MIN_RUNS, Runs
 
 # Quasi-Newton refinement on the exact gradient. "BFGS" (full 5x5 inverse-Hessian) and "L-BFGS-B"
 # reach the same optimum; BFGS is the default because scipy's L-BFGS-B calls multithreaded OpenBLAS

@@ -5,10 +5,10 @@ from typing import Optional
 
 import numpy as np
 
-from planner.fit import FitResult
-from planner.grid import GRID_KEYS
-from planner.objectives import log_prediction
-from planner.runs_io import Runs
+from planner.scaling.fit import FitResult
+from planner.scaling.grid import GRID_KEYS
+from planner.scaling.objectives import log_prediction
+from planner.scaling.runs import Runs
 
 FEW_RUNS = 10               # 5 runs fit the 5 parameters exactly; the chinchilla library seeds with dozens
 MIN_COMPUTE_SPAN = 10.0     # largest / smallest run compute; below one decade the exponents are unidentifiable

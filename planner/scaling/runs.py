@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from planner.errors import UserError
-from planner.law import FLOPS_PER_PARAM_TOKEN
+from planner.scaling.law import FLOPS_PER_PARAM_TOKEN
 
 MIN_RUNS = 5    # five parameters: fewer runs than that cannot pin down the law
 

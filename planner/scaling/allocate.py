@@ -8,7 +8,7 @@ from typing import Optional
 
 from planner.errors import UserError
 from planner.hardware import CATALOG
-from planner.law import FLOPS_PER_PARAM_TOKEN, ScalingLaw
+from planner.scaling.law import FLOPS_PER_PARAM_TOKEN, ScalingLaw
 
 PF_DAY = 1e15 * 86400.0           # one petaFLOP/s sustained for a day (Kaplan et al. 2020)
 # Muennighoff et al. 2023, "Scaling Data-Constrained Language Models", eq. 5: repeated tokens decay

@@ -22,11 +22,11 @@ from __future__ import annotations
 import numpy as np
 
 from planner.hardware import peak_flops
-from planner.layout_arrays import LayoutArrays
-from planner.memory import micro_batches_per_step
-from planner.memory_states import compute_bytes, stage_params
+from planner.layout.candidates import LayoutArrays
+from planner.layout.memory import micro_batches_per_step
+from planner.layout.model_states import compute_bytes, stage_params
 from planner.model_spec import flops_per_token, layer_matmul_params
-from planner.plan_inputs import PlanInputs
+from planner.layout.inputs import PlanInputs
 
 MAX_MATMUL_EFFICIENCY = 0.80   # best dense GEMM share of peak on A100/H100-class tensor cores
 HALF_EFFICIENCY_DIM = 96       # a GEMM dimension this small reaches half of it

@@ -168,3 +168,11 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
         raise UserError(f"no {arch} shape within {100 * tolerance:.0f} % of {target:.3g} parameters with vocab "
                         f"{vocab_size} and a sane depth/width ratio; a smaller vocabulary leaves more room")
     return best[1]
+
+
+def spec_for_params(n_params: float, arch: str = "llama", seq_len: int = 4096,
+                    vocab_size: int = 32000) -> ModelSpec:
+    """A model of about `n_params` parameters, shaped by `shape_for_params`."""
+    if not (1e6 <= n_params <= 1e13):
+        raise UserError(f"--params {n_params:g} is outside 1e6 .. 1e13")
+    return shape_for_params(n_params, arch=arch, vocab_size=vocab_size, seq_len=seq_len).spec

@@ -21,7 +21,7 @@ class PlanInputs:
     global_batch: int                   # sequences per optimizer step
     gpus_per_node: int = 8
     precision: str = "bf16"
-    backend: str = "auto"               # auto | ddp | fsdp | deepspeed (see layout_arrays)
+    backend: str = "auto"               # auto | ddp | fsdp | deepspeed (see candidates.py)
     attention: str = "flash"            # flash | math (math keeps the s×s scores)
     memory_model: str = "rule24"        # which model decides feasibility
     accounting: str = "native"          # native | deepspeed (model states as DeepSpeed counts them)

@@ -1,6 +1,6 @@
 """Memory per GPU and per pipeline stage: the `rule24` and `detailed` models side by side.
 
-`detailed` = model states (memory_states) + activations (memory_activations) for the micro-batches
+`detailed` = model states (model_states.py) + activations (activations.py) for the micro-batches
 a stage holds in flight + logits + communication buffers + a reserve for the CUDA context and
 fragmentation. The peak over pipeline stages decides: the first stage holds the most micro-batches
 (and the embedding), the last the output head and the logits.
@@ -9,15 +9,36 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.layout_arrays import LayoutArrays
-from planner.memory_activations import (embedding_bytes, head_bytes, layer_activation_bytes,
+from planner.layout.candidates import LayoutArrays
+from planner.layout.activations import (embedding_bytes, head_bytes, layer_activation_bytes,
                                         logits_bytes, micro_batches_in_flight)
-from planner.memory_rule24 import rule24_breakdown
-from planner.memory_states import (compute_bytes, deepspeed_accounting_states, detailed_model_states,
+from planner.layout.model_states import (compute_bytes, deepspeed_accounting_states, detailed_model_states,
                                    largest_layer_params, layer_params_per_tp_rank,
                                    matmul_params_on_stage, stage_params)
 from planner.model_spec import count_params
-from planner.plan_inputs import PlanInputs
+from planner.layout.inputs import PlanInputs
+
+# The 24-bytes-per-parameter rule of thumb, sharded. Mixed-precision Adam holds 16 bytes of model
+# states per parameter (Rajbhandari et al. 2020, ZeRO: fp32 weights 4, gradients 4, two Adam moments
+# 8); the rule adds 8 bytes per parameter for activations and temporaries. Each part is divided by the
+# data-parallel size where the sharding stage shards it (ZeRO-1: optimizer; ZeRO-2: + gradients;
+# ZeRO-3/FSDP: + weights), and the parameters a GPU holds are the model's divided by TP × PP.
+BYTES_PER_PARAM = {"weights": 4.0, "gradients": 4.0, "optimizer": 8.0, "activations": 8.0}
+# The sharding stage from which each part is divided by the data-parallel size (never for activations).
+SHARDED_FROM_STAGE = {"weights": 3, "gradients": 2, "optimizer": 1, "activations": 99}
+
+
+def rule24_breakdown(total_params: float, tp, pp, dp, zero_stage) -> dict[str, np.ndarray]:
+    """Bytes per GPU of each part under the 24-byte rule (arrays broadcast over layouts)."""
+    tp, pp, dp, zero_stage = (np.asarray(x) for x in (tp, pp, dp, zero_stage))
+    held = total_params / (tp * pp)
+    return {part: held * per_param / np.where(zero_stage >= SHARDED_FROM_STAGE[part], dp, 1)
+            for part, per_param in BYTES_PER_PARAM.items()}
+
+
+def rule24_bytes(total_params: float, tp, pp, dp, zero_stage) -> np.ndarray:
+    """Total bytes per GPU under the 24-byte rule."""
+    return sum(rule24_breakdown(total_params, tp, pp, dp, zero_stage).values())
 
 PARTS = ("weights", "gradients", "optimizer", "activations", "logits", "buffers", "reserve")
 

@@ -1,0 +1,126 @@
+"""Training configs the planner's commands write, each validated by the trainer's own loader before
+it is written: the next run of the scaling loop (`scaleplan next`: the planned shape, a step count
+that trains on the planned tokens) and a planned layout (`scaleplan plan --emit-config`)."""
+from __future__ import annotations
+
+import tempfile
+import typing
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from planner.errors import UserError
+from planner.layout.search import describe
+from planner.scaling.shape import Shape
+from trainer.config import Config, ParallelConfig, load_config
+
+MIN_STEPS = 50     # below this the warmup and schedule do not mean much: shrink the batch instead
+
+
+def plan_batch(config: Config, tokens: float) -> tuple[int, int]:
+    """(sequences per step, steps): the preset's batch, halved while the run would be under
+    MIN_STEPS steps, kept a multiple of the micro-batch so gradient accumulation still divides."""
+    sequences = config.global_batch
+    seq_len = config.model.seq_len
+    while tokens / (sequences * seq_len) < MIN_STEPS and sequences // 2 >= config.train.micro_batch \
+            and (sequences // 2) % config.train.micro_batch == 0:
+        sequences //= 2
+    steps = max(1, round(tokens / (sequences * seq_len)))
+    return sequences, steps
+
+
+def next_run_config(base: Optional[str | Path], shape: Shape, tokens: float, name: str) -> Config:
+    """The base preset with `model` set from the shape and `train` sized to `tokens`."""
+    config = load_config(base)
+    tree = config.model_dump(mode="json")
+    spec = shape.spec
+    tree["model"].update(arch=spec.arch, n_layers=spec.n_layers, d_model=spec.d_model, n_heads=spec.n_heads,
+                         n_kv_heads=spec.n_kv_heads, ffn_hidden=spec.ffn_hidden, vocab_size=spec.vocab_size,
+                         seq_len=spec.seq_len, tie_embeddings=spec.tie_embeddings, bias=spec.bias)
+    sequences, steps = plan_batch(Config.model_validate(tree), tokens)
+    if tree["train"].get("global_batch_tokens") is not None:
+        tree["train"]["global_batch_tokens"] = sequences * spec.seq_len
+    else:
+        tree["train"]["global_batch"] = sequences
+    tree["train"].update(steps=steps, name=name)
+    if tree["optim"]["warmup_steps"] >= steps:
+        tree["optim"]["warmup_steps"] = steps // 10
+    return Config.model_validate(tree)
+
+
+def write_config(config: Config, path: str | Path) -> Path:
+    """Write YAML, then read it back with the trainer's loader: what we write is what trains."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `scaleplan next`: the next run of the scaling loop.\n" + config.to_yaml())
+    load_config(path)
+    return path
+
+
+def parallel_section(layout, backend: str) -> Optional[dict]:
+    """The trainer config's `parallel` section for this layout, or None if its fields cannot say it."""
+    fields = ParallelConfig.model_fields
+    allowed_backends = typing.get_args(fields["backend"].annotation) if "backend" in fields else ("ddp",)
+    if backend not in allowed_backends:
+        return None
+    section: dict = {"backend": backend} if "backend" in fields else {}
+    wanted = {"tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
+              "dp_shard": layout.dp_shard, "dp_replicate": layout.dp_replicate,
+              "recompute": layout.recompute, "pp_schedule": layout.pp_schedule,
+              "sequence_parallel": layout.sequence_parallel, "vpp": layout.vpp}
+    defaults = {"tp": 1, "pp": 1, "zero_stage": 0, "recompute": "none", "pp_schedule": "1f1b",
+                "sequence_parallel": False, "vpp": 1}
+    for name, value in wanted.items():
+        if name in fields:
+            section[name] = value
+        elif name in defaults and value != defaults[name]:
+            return None          # the trainer cannot express this yet
+    return section
+
+
+def emit_config(path: str, result, index: int, base_config: Optional[str]) -> None:
+    """Write layout `index` of `result` as a config `load_config` accepts (validated before writing)."""
+    spec, layout = result.inputs.spec, result.layouts.layout(index)
+    section = parallel_section(layout, result.layouts.backend_name(index))
+    if section is None:
+        raise UserError("the trainer's config cannot express this layout yet")
+    # the base config was validated by load_config already, so it reads as a mapping
+    tree = (yaml.safe_load(Path(base_config).read_text()) or {}) if base_config else {}
+    model = dict(tree.get("model", {}))
+    model.update(arch=spec.arch, n_layers=spec.n_layers, d_model=spec.d_model, n_heads=spec.n_heads,
+                 n_kv_heads=spec.n_kv_heads, ffn_hidden=spec.ffn_hidden, vocab_size=spec.vocab_size,
+                 seq_len=spec.seq_len, tie_embeddings=spec.tie_embeddings, bias=spec.bias)
+    train = {k: v for k, v in dict(tree.get("train", {})).items() if k != "global_batch_tokens"}
+    train.update(global_batch=result.inputs.global_batch, micro_batch=layout.micro_batch)
+    tree.update(model=model, train=train, precision={**dict(tree.get("precision", {})),
+                                                     "dtype": result.inputs.precision},
+                parallel={**dict(tree.get("parallel", {})), **section})
+    text = "# Written by `scaleplan plan --emit-config`; layout " + describe(layout) + "\n" + \
+        yaml.safe_dump(tree, sort_keys=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        trial = Path(scratch) / "plan.yaml"
+        trial.write_text(text)
+        load_config(trial)           # raises (one line) if the trainer would not accept it
+    out = Path(path)
+    if out.parent and not out.parent.exists():
+        raise UserError(f"--emit-config: directory {out.parent} does not exist")
+    out.write_text(text)
+
+
+def trainer_can_run() -> list[str]:
+    """What the trainer's `parallel` section can express, for the message when nothing can be emitted."""
+    fields = ParallelConfig.model_fields
+    backends = typing.get_args(fields["backend"].annotation) if "backend" in fields else ("ddp",)
+    return [f"backend {'/'.join(backends)}"] + [name for name in ("tp", "pp", "zero_stage") if name in fields]
+
+
+def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:
+    """Write the best-ranked layout the trainer can express to `path`; return its index."""
+    runnable = [int(i) for i in result.ranked
+                if parallel_section(result.layouts.layout(int(i)), result.layouts.backend_name(int(i)))]
+    if not runnable:
+        raise UserError("none of the fitting layouts can be written as a training config yet (the "
+                        "trainer runs " + ", ".join(trainer_can_run()) + "); pass --layout with those")
+    emit_config(path, result, runnable[0], base_config)
+    return runnable[0]
