@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from launch.errors import run_guarded  # noqa: E402
 from planner.model_spec import count_params, flops_per_token  # noqa: E402
 from trainer.config import load_config  # noqa: E402
+from trainer.engine import TorchEngine  # noqa: E402
 from trainer.metrics import peak_flops_per_device  # noqa: E402
 from trainer.model import Transformer  # noqa: E402
 from trainer.optim import build_optimizer  # noqa: E402
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     device = pick_device(cfg.train.device, 0)
     spec = cfg.model.spec()
-    batch, seq = cfg.train.micro_batch, cfg.model.seq_len
+    batch, seq = cfg.parallel.micro_batch, cfg.model.seq_len
     tokens_per_step = batch * seq * args.micro_steps
     window_BT = torch.randint(0, cfg.model.vocab_size, (batch, seq + 1), device=device)
     inputs_BT, targets_BT = window_BT[:, :-1], window_BT[:, 1:]
@@ -74,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
 
     model, optimizer = fresh()
     precision = Precision(cfg.precision, device.type)
-    ours = time_steps(lambda: train_step(model, micro, args.micro_steps, optimizer, precision,
-                                         cfg.optim.grad_clip, device), args.steps, args.warmup, device)
-    del model, optimizer
+    engine = TorchEngine(model, optimizer, precision)
+    ours = time_steps(lambda: train_step(engine, micro, args.micro_steps, cfg.optim.grad_clip, device),
+                      args.steps, args.warmup, device)
+    del model, optimizer, engine
     model, optimizer = fresh()
 
     def plain_step():

@@ -94,22 +94,18 @@ def plan(inputs, layout_text: Optional[str] = None, layout=None):
     return result, time.perf_counter() - start
 
 
-def layout_from_config(cfg, world_size: int):
-    """The layout a training config runs on `world_size` ranks (fields the config lacks default)."""
-    par = cfg.parallel
-    tp, pp = getattr(par, "tp", 1), getattr(par, "pp", 1)
-    zero = getattr(par, "zero_stage", 0)
-    dp = max(1, world_size // (tp * pp))
-    return Layout(dp_replicate=1 if zero else dp, dp_shard=dp if zero else 1, tp=tp, pp=pp,
-                  zero_stage=zero, micro_batch=cfg.train.micro_batch,
-                  recompute=getattr(par, "recompute", "none"),
-                  pp_schedule=getattr(par, "pp_schedule", "1f1b"),
-                  sequence_parallel=getattr(par, "sequence_parallel", False), vpp=getattr(par, "vpp", 1))
+def layout_from_config(cfg, world_size: int) -> Layout:
+    """The layout a training config runs on `world_size` ranks: the trainer's own reading of it."""
+    from trainer.run_layout import resolve_layout
+
+    return resolve_layout(cfg, world_size)[0]
 
 
-def config_backend(cfg) -> str:
-    backend = getattr(cfg.parallel, "backend", "ddp")
-    return backend if backend in ("ddp", "fsdp", "deepspeed") else "auto"
+def config_backend(cfg, world_size: int) -> str:
+    """The backend a training config runs on `world_size` ranks, as the planner names it."""
+    from trainer.run_layout import resolve_layout
+
+    return resolve_layout(cfg, world_size)[1]
 
 
 def config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int):
@@ -117,7 +113,7 @@ def config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int)
     args = layout_plan_defaults()
     args.gpu = gpu_id or "h100-sxm"
     args.gpus_per_node = gpus_per_node
-    args.backend = config_backend(cfg)
+    args.backend = config_backend(cfg, world_size)
     inputs = build_inputs(args, cfg, n_gpus=world_size)
     return plan(inputs, layout=layout_from_config(cfg, world_size))
 

@@ -4,16 +4,18 @@ that trains on the planned tokens) and a planned layout (`scaleplan plan --emit-
 from __future__ import annotations
 
 import tempfile
-import typing
 from pathlib import Path
 from typing import Optional
 
 import yaml
+from pydantic import ValidationError
 
+from parallel.layout import Layout
 from planner.errors import UserError
 from planner.layout.search import describe
 from planner.scaling.shape import Shape
-from trainer.config import Config, ParallelConfig, load_config
+from trainer.config import Config, load_config
+from trainer.run_layout import STAGES, resolve_layout
 
 MIN_STEPS = 50     # below this the warmup and schedule do not mean much: shrink the batch instead
 
@@ -23,8 +25,8 @@ def plan_batch(config: Config, tokens: float) -> tuple[int, int]:
     MIN_STEPS steps, kept a multiple of the micro-batch so gradient accumulation still divides."""
     sequences = config.global_batch
     seq_len = config.model.seq_len
-    while tokens / (sequences * seq_len) < MIN_STEPS and sequences // 2 >= config.train.micro_batch \
-            and (sequences // 2) % config.train.micro_batch == 0:
+    while tokens / (sequences * seq_len) < MIN_STEPS and sequences // 2 >= config.parallel.micro_batch \
+            and (sequences // 2) % config.parallel.micro_batch == 0:
         sequences //= 2
     steps = max(1, round(tokens / (sequences * seq_len)))
     return sequences, steps
@@ -58,24 +60,20 @@ def write_config(config: Config, path: str | Path) -> Path:
     return path
 
 
-def parallel_section(layout, backend: str) -> Optional[dict]:
-    """The trainer config's `parallel` section for this layout, or None if its fields cannot say it."""
-    fields = ParallelConfig.model_fields
-    allowed_backends = typing.get_args(fields["backend"].annotation) if "backend" in fields else ("ddp",)
-    if backend not in allowed_backends:
+def parallel_section(layout: Layout, backend: str) -> Optional[dict]:
+    """The trainer config's `parallel` section for this layout, or None if the trainer cannot run it
+    (checked by the trainer's own reading of a config, `resolve_layout`)."""
+    section = {"backend": backend, "dp_replicate": layout.dp_replicate, "dp_shard": layout.dp_shard,
+               "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
+               "micro_batch": layout.micro_batch, "recompute": layout.recompute}
+    if layout.sequence_parallel or layout.vpp > 1:
         return None
-    section: dict = {"backend": backend} if "backend" in fields else {}
-    wanted = {"tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
-              "dp_shard": layout.dp_shard, "dp_replicate": layout.dp_replicate,
-              "recompute": layout.recompute, "pp_schedule": layout.pp_schedule,
-              "sequence_parallel": layout.sequence_parallel, "vpp": layout.vpp}
-    defaults = {"tp": 1, "pp": 1, "zero_stage": 0, "recompute": "none", "pp_schedule": "1f1b",
-                "sequence_parallel": False, "vpp": 1}
-    for name, value in wanted.items():
-        if name in fields:
-            section[name] = value
-        elif name in defaults and value != defaults[name]:
-            return None          # the trainer cannot express this yet
+    try:
+        trial = Config.model_validate({"train": {"global_batch": layout.dp * layout.micro_batch},
+                                       "parallel": section})
+        resolve_layout(trial, layout.world_size)
+    except (UserError, ValidationError):
+        return None
     return section
 
 
@@ -91,8 +89,8 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
     model.update(arch=spec.arch, n_layers=spec.n_layers, d_model=spec.d_model, n_heads=spec.n_heads,
                  n_kv_heads=spec.n_kv_heads, ffn_hidden=spec.ffn_hidden, vocab_size=spec.vocab_size,
                  seq_len=spec.seq_len, tie_embeddings=spec.tie_embeddings, bias=spec.bias)
-    train = {k: v for k, v in dict(tree.get("train", {})).items() if k != "global_batch_tokens"}
-    train.update(global_batch=result.inputs.global_batch, micro_batch=layout.micro_batch)
+    train = {k: v for k, v in dict(tree.get("train", {})).items() if k not in ("global_batch_tokens", "micro_batch")}
+    train.update(global_batch=result.inputs.global_batch)
     tree.update(model=model, train=train, precision={**dict(tree.get("precision", {})),
                                                      "dtype": result.inputs.precision},
                 parallel={**dict(tree.get("parallel", {})), **section})
@@ -109,10 +107,9 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
 
 
 def trainer_can_run() -> list[str]:
-    """What the trainer's `parallel` section can express, for the message when nothing can be emitted."""
-    fields = ParallelConfig.model_fields
-    backends = typing.get_args(fields["backend"].annotation) if "backend" in fields else ("ddp",)
-    return [f"backend {'/'.join(backends)}"] + [name for name in ("tp", "pp", "zero_stage") if name in fields]
+    """What the trainer runs, for the message when nothing can be emitted."""
+    return [f"{backend} at zero_stage {'/'.join(map(str, stages))}" for backend, stages in STAGES.items()] + \
+        ["tp = pp = 1", "recompute none or full"]
 
 
 def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:

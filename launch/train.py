@@ -47,9 +47,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(args: argparse.Namespace, environ) -> int:
     from trainer.config import load_config
 
+    from trainer.run_layout import check_backend_installed, resolve_layout
+
     world_size = int(environ.get("WORLD_SIZE", 1))
     cfg = load_config(args.config, args.overrides)
-    cfg.grad_accum_steps(world_size)  # a batch that does not divide fails here, before any group
+    # A layout that does not fit the world, or a batch that does not divide, fails here: before any group.
+    layout, backend = resolve_layout(cfg, world_size)
+    check_backend_installed(backend)
+    cfg.grad_accum_steps(layout.dp)
     if args.dry_run:
         from launch.layout_inputs import print_config_plan
 

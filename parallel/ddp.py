@@ -1,4 +1,4 @@
-"""Replicated data parallelism: DistributedDataParallel over the mesh's `dp` dimension."""
+"""Replicated data parallelism: DistributedDataParallel over the data-parallel mesh."""
 from __future__ import annotations
 
 import torch
@@ -12,7 +12,7 @@ def apply_ddp(model: nn.Module, mesh: DeviceMesh, device: torch.device, bucket_m
     return DistributedDataParallel(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
-        process_group=mesh.get_group("dp"),
+        process_group=mesh.get_group(),
         bucket_cap_mb=bucket_mb,
         # Views of gradients into the buckets: saves one gradient-sized copy per step.
         gradient_as_bucket_view=True,

@@ -12,7 +12,7 @@ TRAIN = REPO / "launch" / "train.py"
 
 # A model and batch small enough that a multi-process run takes seconds on 2 cores.
 TINY = ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.seq_len=32",
-        "train.global_batch=8", "train.micro_batch=4", "train.eval_batches=2", "train.eval_every=5",
+        "train.global_batch=8", "parallel.micro_batch=4", "train.eval_batches=2", "train.eval_every=5",
         "train.sample_tokens=0", "log.every=1", "log.progress=false", "log.tensorboard=false",
         "optim.warmup_steps=2", "optim.lr=1e-3"]
 

@@ -51,7 +51,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str, model_fields: dict) 
     from trainer.model import Transformer
     from trainer.optim import build_optimizer
     from trainer.precision import Precision
-    from trainer.step import train_step
+    from trainer.engine import TorchEngine
+from trainer.step import train_step
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -67,7 +68,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, model_fields: dict) 
             precision = Precision(PrecisionConfig(dtype=dtype), "cpu")
             batch = [(torch.randint(0, cfg.vocab_size, (2, cfg.seq_len)),
                       torch.randint(0, cfg.vocab_size, (2, cfg.seq_len))) for _ in range(2)]
-            train_step(model, batch, 2, optimizer, precision, 1.0, device)   # one real step
+            train_step(TorchEngine(model, optimizer, precision), batch, 2, 1.0, device)   # one real step
             # The step ends with zero_grad(set_to_none); the next backward is when gradients,
             # parameters and optimizer states are all alive, as at every step's peak.
             with precision.autocast():

@@ -20,7 +20,7 @@ def one_line_error(args, cwd):
 @pytest.mark.parametrize("override,fragment", [
     ("train.nosuch=1", "unknown key 'train.nosuch'"),
     ("optim.lr=fast", "optim.lr"),
-    ("train.micro_batch=3", "not divisible by train.micro_batch 3"),
+    ("parallel.micro_batch=3", "not divisible by parallel.micro_batch 3"),
     ("data.dir=/no/such/dir", "/no/such/dir"),
     ("checkpoint.resume=/no/ckpt", "checkpoint.resume"),
 ])

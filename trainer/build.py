@@ -1,5 +1,5 @@
 """Build everything a run needs from its config, in the design's order: data -> layout -> model on
-the meta device -> materialize -> parallelize -> optimizer -> restore from a checkpoint."""
+the meta device -> materialize -> parallelize -> optimizer and engine -> restore from a checkpoint."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,12 +13,15 @@ from parallel.layout import Layout
 from parallel.mesh import build_mesh
 from parallel.parallelize import parallelize
 from planner.errors import UserError
+from planner.layout.model_states import DEEPSPEED_BUCKET_ELEMENTS
 from trainer.checkpoint import checkpoint_steps, load_checkpoint, resolve_resume
 from trainer.config import Config
 from trainer.data import TokenData, WindowSampler, eval_windows
+from trainer.engine import Engine, TorchEngine
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
-from trainer.precision import Precision
+from trainer.precision import DTYPES, Precision
+from trainer.run_layout import resolve_layout
 from trainer.runtime import Runtime
 
 
@@ -29,10 +32,9 @@ class Run:
     run_dir: Path
     data: TokenData
     layout: Layout
+    backend: str                 # ddp, fsdp or deepspeed
     n_micro: int                 # micro-steps per optimizer step on each rank
-    raw_model: Transformer       # unwrapped: for evaluation, sampling and counting
-    model: nn.Module             # parallelized: for training
-    optimizer: torch.optim.Optimizer
+    engine: Engine               # the parallelized model with its optimizer: forward, backward, step, state
     precision: Precision
     sampler: WindowSampler
     val_BT: torch.Tensor
@@ -46,6 +48,12 @@ class Run:
     def train_state(self) -> dict:
         """Everything besides model and optimizer that an exact resume needs."""
         return {"step": self.step, "sampler": self.sampler.state_dict(), "scaler": self.precision.state_dict()}
+
+    @property
+    def model(self) -> Transformer:
+        """The model for evaluation and sampling: DDP's inner module (local), the sharded model
+        itself under FSDP and DeepSpeed (collective: every rank must call it alike)."""
+        return getattr(self.engine.module, "module", self.engine.module)
 
 
 def run_directory(cfg: Config) -> Path:
@@ -61,28 +69,48 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
                         f"or pick another train.name")
     data = TokenData.open(cfg.data.dir)
     data.check_fits(cfg.model.vocab_size, cfg.model.seq_len)
-    layout = Layout(dp_replicate=runtime.world_size, micro_batch=cfg.train.micro_batch)
+    layout, backend = resolve_layout(cfg, runtime.world_size)
     n_micro = cfg.grad_accum_steps(layout.dp)
     mesh = build_mesh(layout, device)
+    dp_rank = mesh["dp_replicate"].get_local_rank() * layout.dp_shard + mesh["dp_shard"].get_local_rank()
 
+    # Every layout starts from the same weights: initialize whole, then shard. Sharded backends
+    # initialize in host memory and move only their shards to the GPU.
     with torch.device("meta"):
-        raw_model = Transformer(cfg.model)
-    raw_model.to_empty(device=device)
-    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and in every layout
-    raw_model.init_weights()
-    model = parallelize(raw_model, layout, mesh, device, cfg.parallel.bucket_mb)
-
-    run = Run(cfg=cfg, runtime=runtime, run_dir=run_dir, data=data, layout=layout, n_micro=n_micro,
-              raw_model=raw_model, model=model,
-              optimizer=build_optimizer(model, cfg.optim, device.type),
-              precision=Precision(cfg.precision, device.type),
-              sampler=WindowSampler(data.train, cfg.model.seq_len, cfg.global_batch, runtime.rank,
-                                    layout.dp, cfg.train.seed),
+        model = Transformer(cfg.model)
+    model.to_empty(device=device if backend == "ddp" else torch.device("cpu"))
+    torch.manual_seed(cfg.train.seed)
+    model.init_weights()
+    compute_dtype = DTYPES[cfg.precision.dtype]
+    model = parallelize(model, layout, backend, mesh, device, compute_dtype, cfg.parallel.bucket_mb,
+                        cfg.parallel.cpu_offload)
+    precision = Precision(cfg.precision, device.type, autocast=backend == "ddp", sharded=backend == "fsdp")
+    engine = build_engine(cfg, backend, layout, model, precision, n_micro, device)
+    run = Run(cfg=cfg, runtime=runtime, run_dir=run_dir, data=data, layout=layout, backend=backend,
+              n_micro=n_micro, engine=engine, precision=precision,
+              sampler=WindowSampler(data.train, cfg.model.seq_len, cfg.global_batch, dp_rank, layout.dp,
+                                    cfg.train.seed),
               val_BT=eval_windows(data.val, cfg.model.seq_len,
-                                  cfg.train.eval_batches * cfg.train.micro_batch, cfg.train.seed))
+                                  cfg.train.eval_batches * cfg.parallel.micro_batch, cfg.train.seed))
     if resume_from is not None:
-        saved = load_checkpoint(resume_from, model, run.optimizer, run.train_state(), runtime.rank)
+        saved = load_checkpoint(resume_from, engine, run.train_state(), runtime.rank)
         run.step, run.resumed_from = int(saved["step"]), resume_from
         run.sampler.load_state_dict(saved["sampler"])
         run.precision.load_state_dict(saved["scaler"])
     return run
+
+
+def build_engine(cfg: Config, backend: str, layout: Layout, model: nn.Module, precision: Precision,
+                 n_micro: int, device: torch.device) -> Engine:
+    """The optimizer and the object that owns backward and step for this backend."""
+    if backend != "deepspeed":
+        optimizer = build_optimizer(model, cfg.optim, device.type)
+        # ZeRO-3 keeps gradients sharded: reduce-scatter after every micro-batch.
+        return TorchEngine(model, optimizer, precision, reduce_every_micro_batch=layout.zero_stage >= 3)
+    from parallel.zero import DeepSpeedEngine, deepspeed_config
+
+    model.to(device)
+    config = deepspeed_config(layout.zero_stage, cfg.parallel.micro_batch, n_micro, layout.dp, cfg.optim.grad_clip,
+                              cfg.precision.dtype, cfg.precision.initial_loss_scale, cfg.parallel.cpu_offload,
+                              int(DEEPSPEED_BUCKET_ELEMENTS), cfg.parallel.deepspeed)
+    return DeepSpeedEngine(model, build_optimizer(model, cfg.optim, device.type), config)

@@ -4,6 +4,11 @@ A checkpoint `step_<n>/` holds model and optimizer state, the training position 
 sampler, loss scale), every rank's RNG states and the resolved config. It is written to
 `step_<n>.partial/` and renamed once every rank has finished, so a crash mid-save never leaves a
 directory that looks complete.
+
+States are keyed by parameter name with no wrapper prefixes, whatever the backend (the engine's
+`state_dict`), so a checkpoint saved under one layout loads under any other: FSDP on 4 ranks into DDP
+on 2, DeepSpeed ZeRO-3 into FSDP, one process into many. The data position is the step alone, so a
+different number of data-parallel ranks reads the same global batches in the same order.
 """
 from __future__ import annotations
 
@@ -15,10 +20,9 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-import torch.nn as nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from planner.errors import UserError
+from trainer.engine import Engine
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -56,15 +60,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    train_state: dict, config_yaml: str, rank: int, keep: int) -> Path:
+def save_checkpoint(root: Path, step: int, engine: Engine, train_state: dict, config_yaml: str, rank: int,
+                    keep: int) -> Path:
     """Write step_<step>/ collectively (every rank calls this) and prune to the newest `keep`."""
     final, partial = root / f"step_{step}", root / f"step_{step}.partial"
     if rank == 0:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     dist.barrier()
-    model_state, optim_state = get_state_dict(model, optimizer)
+    model_state, optim_state = engine.state_dict()
     dcp.save({"model": model_state, "optim": optim_state, "train": train_state}, checkpoint_id=partial)
     torch.save(rng_state(), partial / f"rng_rank{rank}.pt")
     dist.barrier()
@@ -78,14 +82,14 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.op
     return final
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    train_state: dict, rank: int) -> dict:
+def load_checkpoint(path: Path, engine: Engine, train_state: dict, rank: int) -> dict:
     """Restore model and optimizer in place; return the saved train state (same keys as given)."""
-    # get_state_dict creates empty optimizer state first, so DCP has tensors to load into.
-    model_state, optim_state = get_state_dict(model, optimizer)
+    # The engine's state dict has a tensor of the right shape and placement for everything saved
+    # (torch's get_state_dict creates empty optimizer states first), so DCP loads into it.
+    model_state, optim_state = engine.state_dict(for_loading=True)
     state = {"model": model_state, "optim": optim_state, "train": train_state}
     dcp.load(state, checkpoint_id=path)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    engine.load_state_dict(state["model"], state["optim"])
     rng_file = path / f"rng_rank{rank}.pt"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: keep fresh RNG there
         set_rng_state(torch.load(rng_file, weights_only=True))

@@ -6,7 +6,7 @@ commands can read and write training configs cheaply.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -70,7 +70,7 @@ class DataConfig(Section):
 
 class TrainConfig(Section):
     """Batch size is given per optimizer step, either in tokens or in sequences (not both);
-    gradient accumulation = global batch / (micro_batch × data-parallel size)."""
+    gradient accumulation = global batch / (parallel.micro_batch × data-parallel size)."""
 
     name: str = "default"
     runs_dir: str = "runs"
@@ -79,7 +79,6 @@ class TrainConfig(Section):
                                       "with a checkpoint, e.g. to fit a job time limit; resume continues")
     global_batch: Optional[int] = Field(None, ge=1, description="sequences per optimizer step")
     global_batch_tokens: Optional[int] = Field(None, ge=1, description="tokens per optimizer step")
-    micro_batch: int = Field(8, ge=1, description="sequences per rank per forward/backward")
     seed: int = 1337
     eval_every: int = Field(50, ge=1)
     eval_batches: int = Field(8, ge=1)
@@ -118,10 +117,27 @@ class PrecisionConfig(Section):
 
 
 class ParallelConfig(Section):
-    """Data parallelism over every rank the launcher starts."""
+    """The parallel layout, under the names `parallel/layout.py`'s Layout and `scaleplan plan` use,
+    and the backend that runs it. Unset data-parallel sizes are derived from the world size:
+    dp_replicate × dp_shard × tp × pp = ranks (see trainer/run_layout.py)."""
 
-    backend: Literal["ddp"] = "ddp"
+    backend: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto", description="auto: ddp for zero_stage 0, deepspeed for 1-2, fsdp for 3 (as the planner)")
+    dp_replicate: Optional[int] = Field(None, ge=1, description="ranks holding full replicas (HSDP: "
+                                        "replica groups); default: all data-parallel ranks when unsharded")
+    dp_shard: Optional[int] = Field(None, ge=1, description="ranks one copy of the model states is sharded "
+                                    "over; default: all data-parallel ranks when zero_stage > 0")
+    tp: int = Field(1, ge=1, description="tensor-parallel ranks (not available yet: 1)")
+    pp: int = Field(1, ge=1, description="pipeline stages (not available yet: 1)")
+    zero_stage: Optional[int] = Field(None, ge=0, le=3, description="what is sharded: 1 optimizer states, "
+                                      "2 + gradients, 3 + weights; default: 0 (ddp, auto), 2 (deepspeed), 3 (fsdp)")
+    micro_batch: int = Field(8, ge=1, description="sequences per rank per forward/backward")
+    recompute: Literal["none", "full"] = Field("none", description="full: recompute each block in backward")
+    cpu_offload: bool = Field(False, description="fsdp: parameters, gradients and optimizer on the CPU; "
+                              "deepspeed: optimizer states on the CPU")
     bucket_mb: int = Field(25, ge=1, description="DDP gradient bucket size")
+    deepspeed: dict[str, Any] = Field(default_factory=dict, description="DeepSpeed config keys merged over the ones "
+                            "generated from this config, e.g. zero_optimization.overlap_comm=false")
 
 
 class CheckpointConfig(Section):
@@ -147,6 +163,22 @@ class Config(Section):
     checkpoint: CheckpointConfig = CheckpointConfig()
     log: LogConfig = LogConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _micro_batch_moved(cls, tree: object) -> object:
+        """`train.micro_batch` (before the parallel section held the layout) still reads as
+        `parallel.micro_batch`."""
+        if not isinstance(tree, dict) or not isinstance(tree.get("train"), dict) \
+                or "micro_batch" not in tree["train"]:
+            return tree
+        train = dict(tree["train"])
+        value = train.pop("micro_batch")
+        parallel = dict(tree.get("parallel") or {})
+        if parallel.setdefault("micro_batch", value) != value:
+            raise UserError(f"train.micro_batch={value} and parallel.micro_batch={parallel['micro_batch']} "
+                             f"disagree: give parallel.micro_batch only")
+        return {**tree, "train": train, "parallel": parallel}
+
     @model_validator(mode="after")
     def _batch_given(self) -> "Config":
         if self.train.global_batch is None and self.train.global_batch_tokens is None:
@@ -169,12 +201,12 @@ class Config(Section):
 
     def grad_accum_steps(self, dp_size: int) -> int:
         """Micro-steps per optimizer step; raises UserError naming what to change if it does not divide."""
-        per_micro_step = self.train.micro_batch * dp_size
+        per_micro_step = self.parallel.micro_batch * dp_size
         if self.global_batch % per_micro_step:
             raise UserError(
-                f"global batch of {self.global_batch} sequences is not divisible by train.micro_batch "
-                f"{self.train.micro_batch} × data-parallel size {dp_size} = {per_micro_step}: make the "
-                f"global batch a multiple of {per_micro_step} or change train.micro_batch")
+                f"global batch of {self.global_batch} sequences is not divisible by parallel.micro_batch "
+                f"{self.parallel.micro_batch} × data-parallel size {dp_size} = {per_micro_step}: make the "
+                f"global batch a multiple of {per_micro_step} or change parallel.micro_batch")
         return self.global_batch // per_micro_step
 
     def to_yaml(self) -> str:

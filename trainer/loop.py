@@ -11,13 +11,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from planner.layout.search import describe as describe_layout
 from planner.model_spec import count_params, flops_per_token
 from trainer.build import Run, build_run
 from trainer.checkpoint import save_checkpoint
 from trainer.config import Config
 from trainer.evaluate import validation_loss
 from trainer.metrics import MetricsWriter, peak_flops_per_device, peak_memory_gib
-from trainer.optim import lr_at, set_lr
+from trainer.optim import lr_at
 from trainer.runs_table import append_run
 from trainer.runtime import Runtime
 from trainer.step import train_step
@@ -49,23 +50,24 @@ def train(cfg: Config, runtime: Runtime) -> RunResult:
                     disable=not (runtime.is_main and cfg.log.progress))
     while run.step < stop:
         lr = lr_at(run.step, cfg.train.steps, cfg.optim)
-        set_lr(run.optimizer, lr)
-        loss, grad_norm = train_step(run.model, run.sampler.micro_batches(cfg.train.micro_batch), run.n_micro,
-                                     run.optimizer, run.precision, cfg.optim.grad_clip, runtime.device)
+        run.engine.set_lr(lr)
+        logs = (run.step + 1) % cfg.log.every == 0 or run.step + 1 == stop
+        loss, grad_norm = train_step(run.engine, run.sampler.micro_batches(cfg.parallel.micro_batch), run.n_micro,
+                                     cfg.optim.grad_clip, runtime.device, measure=logs)
         run.step += 1
         progress.update(1)
-        if run.step % cfg.log.every == 0 or run.step == stop:
+        if logs:
             dist.all_reduce(loss)  # a SUM (gloo has no AVG); the only host sync, on log steps
             record = {"loss": loss.item() / runtime.world_size, "lr": lr, "grad_norm": grad_norm.item(),
-                      **rate.measure(run.step)}
+                      **rate.measure(run.step), "model_states_gib": model_states_gib(run)}
             if run.step % cfg.train.eval_every == 0 or run.step == stop:
                 record["val_loss"] = val_loss = evaluate(run)
             metrics.write(run.step, record)
             progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
         if (cfg.checkpoint.every and run.step % cfg.checkpoint.every == 0) or (
                 run.step == stop and (cfg.checkpoint.save_final or stop < cfg.train.steps)):
-            save_checkpoint(run.checkpoint_root, run.step, run.model, run.optimizer, run.train_state(),
-                            cfg.to_yaml(), runtime.rank, cfg.checkpoint.keep)
+            save_checkpoint(run.checkpoint_root, run.step, run.engine, run.train_state(), cfg.to_yaml(),
+                            runtime.rank, cfg.checkpoint.keep)
     progress.close()
     metrics.close()
     return finish(run, val_loss)
@@ -80,14 +82,22 @@ def announce(run: Run) -> None:
             print(f"[scaleplan] {run.run_dir} is already complete at step {run.step}", flush=True)
         else:
             start = f"resuming from {run.resumed_from}" if run.resumed_from else "starting"
-            print(f"[scaleplan] {start}: {count_params(cfg.model.spec()):,} parameters, {run.layout.dp} "
-                  f"data-parallel rank(s), {run.n_micro} micro-step(s) of {cfg.train.micro_batch} x "
+            print(f"[scaleplan] {start}: {count_params(cfg.model.spec()):,} parameters, {run.backend} over "
+                  f"{describe_layout(run.layout)}, {run.n_micro} micro-step(s) of {cfg.parallel.micro_batch} x "
                   f"{cfg.model.seq_len} tokens per rank", flush=True)
     dist.barrier()
 
 
+def model_states_gib(run: Run) -> float:
+    """The largest model-state footprint of any rank at the last measured step: parameters,
+    gradients and optimizer states it holds (its shards), to set beside plan.json's prediction."""
+    held = torch.tensor(float(run.engine.model_state_bytes), device=run.runtime.device)
+    dist.all_reduce(held, op=dist.ReduceOp.MAX)
+    return held.item() / 2**30
+
+
 def evaluate(run: Run) -> float:
-    return validation_loss(run.raw_model, run.val_BT, run.cfg.train.micro_batch, run.runtime.rank,
+    return validation_loss(run.model, run.val_BT, run.cfg.parallel.micro_batch, run.runtime.rank,
                            run.runtime.world_size, run.precision, run.runtime.device)
 
 
@@ -114,8 +124,9 @@ class ThroughputMeter:
 def finish(run: Run, val_loss: float) -> RunResult:
     """At the end of the whole run: a sample from the model and a row in runs/runs.csv."""
     cfg, sample = run.cfg, ""
+    if run.step == cfg.train.steps:
+        sample = generate_sample(run)   # on every rank: a sharded model's forward is collective
     if run.step == cfg.train.steps and run.runtime.is_main:
-        sample = generate_sample(run)
         append_run(Path(cfg.train.runs_dir) / "runs.csv", cfg.train.name, count_params(cfg.model.spec()),
                    run.step * cfg.tokens_per_step, val_loss)
     dist.barrier()
@@ -130,7 +141,7 @@ def generate_sample(run: Run) -> str:
     tokenizer = load_tokenizer(run.data.meta["tokenizer"])
     prompt = tokenizer.encode(cfg.train.sample_prompt) or [0]
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    run.raw_model.eval()
-    out = run.raw_model.generate(torch.tensor([prompt], device=device), cfg.train.sample_tokens,
+    run.model.eval()
+    out = run.model.generate(torch.tensor([prompt], device=device), cfg.train.sample_tokens,
                                  temperature=cfg.train.sample_temperature, generator=generator)
     return tokenizer.decode(out[0].tolist())

@@ -40,7 +40,3 @@ def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
     progress = (step - decay_start) / max(1, total_steps - decay_start)
     return peak - (peak - floor) * min(1.0, progress)
 
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr

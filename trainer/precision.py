@@ -1,7 +1,8 @@
 """Mixed precision: bf16 autocast, fp16 autocast with dynamic loss scaling, or plain fp32.
 
-Parameters, gradients and optimizer states stay fp32 in every mode (autocast casts per operation),
-so a checkpoint is the same whatever the compute dtype.
+Parameters, gradients and optimizer states stay fp32 in every mode (autocast casts per operation;
+under FSDP2 its MixedPrecisionPolicy casts the gathered weights instead, and autocast is off), so a
+checkpoint is the same whatever the compute dtype.
 """
 from __future__ import annotations
 
@@ -16,15 +17,24 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Precision:
-    def __init__(self, cfg: PrecisionConfig, device_type: str):
+    def __init__(self, cfg: PrecisionConfig, device_type: str, autocast: bool = True, sharded: bool = False):
+        """autocast=False: the backend casts by itself (FSDP2's mixed-precision policy); sharded:
+        gradients are shards, so an overflow found on one rank must skip the step on all."""
         self.dtype = DTYPES[cfg.dtype]
         self.device_type = device_type
+        self.casts = autocast and self.dtype != torch.float32
         # fp16 has 5 exponent bits: small gradients underflow without a loss scale.
-        self.scaler = (torch.amp.GradScaler(device_type, init_scale=cfg.initial_loss_scale)
-                       if cfg.dtype == "fp16" else None)
+        self.scaler = None
+        if cfg.dtype == "fp16":
+            if sharded:
+                from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+                self.scaler = ShardedGradScaler(device_type, init_scale=cfg.initial_loss_scale)
+            else:
+                self.scaler = torch.amp.GradScaler(device_type, init_scale=cfg.initial_loss_scale)
 
     def autocast(self) -> ContextManager:
-        if self.dtype == torch.float32:
+        if not self.casts:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 from launch.arguments import add_layout_plan_arguments
 from launch.layout_inputs import build_inputs, config_backend, layout_from_config, plan
@@ -29,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
         from trainer.config import load_config
 
         cfg = load_config(args.config)
-        if args.backend == "auto":
-            args.backend = config_backend(cfg)
     inputs = build_inputs(args, cfg)
+    if cfg is not None and args.backend == "auto" and args.layout is None and args.emit_config is None:
+        inputs = replace(inputs, backend=config_backend(cfg, inputs.n_gpus))
     layout = None
     if cfg is not None and args.layout is None and args.emit_config is None:
         layout = layout_from_config(cfg, inputs.n_gpus)   # the config's own layout, as --dry-run

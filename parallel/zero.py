@@ -1,0 +1,202 @@
+"""DeepSpeed ZeRO stages 1-3 as a second backend, behind a lazy import.
+
+DeepSpeed's engine owns the optimizer step, gradient accumulation, clipping and loss scaling, so this
+file wraps it in the same methods as the torch engine (`trainer/engine.py`): the loop cannot tell
+them apart. Its JSON config is generated from ours (`deepspeed_config`). Checkpoints are written in the
+torch layout, not DeepSpeed's: full fp32 weights and Adam moments keyed by parameter name (gathered
+from the shards with DeepSpeed's `safe_get_full_*`), so a ZeRO run resumes under FSDP or DDP and back.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import ContextManager, Optional
+
+import torch
+import torch.nn as nn
+
+from parallel.held_memory import storage_bytes
+
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
+WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.",)   # activation checkpointing's, as torch's state dicts drop it
+
+
+def deepspeed_config(stage: int, micro_batch: int, grad_accum: int, dp_size: int, grad_clip: float,
+                     dtype: str, initial_loss_scale: float, cpu_offload: bool, bucket_elements: int,
+                     overrides: Optional[dict] = None) -> dict:
+    """DeepSpeed's JSON config for our run; `overrides` (parallel.deepspeed) are merged in last."""
+    zero = {"stage": stage, "contiguous_gradients": True, "overlap_comm": stage >= 2,
+            "reduce_bucket_size": bucket_elements}
+    if stage <= 2:
+        zero["allgather_bucket_size"] = bucket_elements
+    if cpu_offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    config = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch * grad_accum * dp_size,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,   # our torch AdamW (fused on CUDA)
+        "steps_per_print": 2**31 - 1,              # we log; DeepSpeed stays quiet
+        "wall_clock_breakdown": False,
+    }
+    if dtype == "bf16":
+        config["bf16"] = {"enabled": True}
+    elif dtype == "fp16":
+        config["fp16"] = {"enabled": True, "loss_scale": 0,   # 0: dynamic
+                          "initial_scale_power": int(round(math.log2(initial_loss_scale)))}
+    return _merge(config, overrides or {})
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def _name(fqn: str) -> str:
+    for prefix in WRAPPER_PREFIXES:
+        fqn = fqn.replace(prefix, "")
+    return fqn
+
+
+class DeepSpeedEngine:
+    """`deepspeed.initialize` over our model and torch optimizer, with the torch engine's methods."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, config: dict):
+        import deepspeed
+
+        self.stage = config["zero_optimization"]["stage"]
+        self.engine, self.zero_optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=config, dist_init_required=False)
+        # Forward goes through DeepSpeed's engine (ZeRO-3 does its bookkeeping there); `module.module`
+        # is our model, for evaluation, sampling and the state dicts.
+        self.module = self.engine
+        self._model = self.engine.module
+        self.model_state_bytes = 0
+        self._measure = False
+        inner_step = self.zero_optimizer.optimizer.step
+
+        def step_and_measure(*args, **kwargs):   # inside DeepSpeed's step: every state is alive
+            result = inner_step(*args, **kwargs)
+            if self._measure:
+                self.model_state_bytes = self.held_bytes()
+            return result
+
+        self.zero_optimizer.optimizer.step = step_and_measure
+
+    # Training -----------------------------------------------------------------------------------
+    def accumulate(self, last: bool) -> ContextManager:
+        return contextlib.nullcontext()   # DeepSpeed counts micro-steps itself (gradient_accumulation_steps)
+
+    def autocast(self) -> ContextManager:
+        return contextlib.nullcontext()   # DeepSpeed casts the module to the compute dtype itself
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # The loop already divides each micro-batch's loss by the number of micro-batches.
+        self.engine.backward(loss, scale_wrt_gas=False)
+        self.engine.step()   # a no-op but at the accumulation boundary
+
+    def step(self, grad_clip: float, measure: bool = False) -> torch.Tensor:
+        """The update already ran in the last `backward` (DeepSpeed steps at the boundary); returns the
+        global gradient norm before clipping. Clipping is DeepSpeed's (`gradient_clipping`)."""
+        if measure:
+            self._measure = True   # takes effect at the next boundary; the first log step reports 0
+        norm = self.engine.get_global_grad_norm()
+        device = next(self._model.parameters()).device
+        return torch.as_tensor(norm if norm is not None else float("nan"), device=device, dtype=torch.float32)
+
+    def set_lr(self, lr: float) -> None:
+        # The inner torch optimizer's groups: ZeRO-3 does not mirror its own `param_groups` onto them.
+        for group in self.zero_optimizer.optimizer.param_groups:
+            group["lr"] = lr
+
+    # Checkpoints: the torch layout ------------------------------------------------------------
+    def _named(self):
+        return [(_name(fqn), p) for fqn, p in self._model.named_parameters()]
+
+    def _inner_states(self) -> list[dict]:
+        return [s for s in self.zero_optimizer.optimizer.state.values() if s]
+
+    def state_dict(self, for_loading: bool = False) -> tuple[dict, dict]:
+        """Full fp32 weights and moments keyed by name, as torch's `get_state_dict` writes them for an
+        unsharded model (collective: every rank gathers; torch.distributed.checkpoint writes each
+        tensor once). `for_loading`: empty tensors of the full shapes to load into, no gathering."""
+        from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+        inner = self._inner_states()
+        step = inner[0]["step"].detach().cpu().clone() if inner else torch.tensor(0.0)
+        if inner and not for_loading:
+            self._link_moments()
+        model, state = {}, {}
+        for name, param in self._named():
+            if for_loading:
+                shape = getattr(param, "ds_shape", param.shape)
+                model[name] = torch.zeros(shape, dtype=torch.float32)
+                state[name] = {"step": torch.tensor(0.0), **{key: torch.zeros(shape) for key in ADAM_MOMENTS}}
+                continue
+            model[name] = safe_get_full_fp32_param(param).detach().cpu().clone()
+            if inner:
+                state[name] = {"step": step.clone(), **{
+                    key: safe_get_full_optimizer_state(param, key).detach().cpu().clone() for key in ADAM_MOMENTS}}
+        groups = []
+        names = [name for name, _ in self._named()]
+        index_of = {id(p): name for name, p in zip(names, self._model.parameters())}
+        for index, group in enumerate(self.zero_optimizer.optimizer.param_groups):
+            hyper = {k: v for k, v in group.items() if k != "params"}
+            groups.append({**hyper, "params": [index_of[id(p)] for p in self._group_params(index)]})
+        return model, {"state": state, "param_groups": groups}
+
+    def _link_moments(self) -> None:
+        """Point each parameter's fragment at its slice of the Adam moments. ZeRO-1/2 link them once,
+        after the first parameter group's step, when the other groups have no moments yet: relink."""
+        if self.stage < 3:
+            self.zero_optimizer._hp_optimizer_states_linked = False
+            self.zero_optimizer._lazy_init_hp_params_optimizer_state()
+
+    def _group_params(self, index: int) -> list[nn.Parameter]:
+        """Our model's parameters in the torch optimizer's group `index` (DeepSpeed swaps in flat partitions)."""
+        groups = getattr(self.zero_optimizer, "bit16_groups", None) or getattr(self.zero_optimizer, "fp16_groups")
+        return list(groups[index])
+
+    def load_state_dict(self, model_state: dict, optim_state: dict) -> None:
+        """Scatter full weights and moments (as `state_dict` returns them) into the shards."""
+        import deepspeed
+        from deepspeed.utils import safe_set_full_optimizer_state
+
+        zero = self.zero_optimizer
+        moments = optim_state.get("state", {})
+        if moments:   # the torch optimizer creates its states at the first step: create them now
+            step = float(next(iter(moments.values()))["step"])
+            flats = zero.single_partition_of_fp32_groups if self.stage < 3 else zero.fp32_partitioned_groups_flat
+            for flat in flats:
+                zero.optimizer.state[flat] = {"step": torch.tensor(step), **{
+                    key: torch.zeros_like(flat) for key in ADAM_MOMENTS}}
+            self._link_moments()
+        params = list(self._model.parameters())
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0, enabled=self.stage == 3):
+            with torch.no_grad():
+                for name, param in self._named():
+                    param.copy_(model_state[name].to(param.device, param.dtype))
+        zero.refresh_fp32_params()   # module weights -> fp32 master copies
+        for name, param in self._named():
+            if name in moments:
+                for key in ADAM_MOMENTS:
+                    safe_set_full_optimizer_state(param, moments[name][key].to(param.device), key)
+
+    # Memory ----------------------------------------------------------------------------------
+    def held_bytes(self) -> int:
+        """Bytes of every parameter, gradient and optimizer-state tensor this rank holds: module
+        weights (16-bit, or empty shells at stage 3), their shards, fp32 partitions, gradients and moments."""
+        grads16 = getattr(self.zero_optimizer, "averaged_gradients", None) or {}
+        grads16 = [g for group in (grads16.values() if isinstance(grads16, dict) else grads16)
+                   for g in (group if isinstance(group, list) else [group])]
+        fp32 = list(getattr(self.zero_optimizer, "single_partition_of_fp32_groups", [])) + list(
+            getattr(self.zero_optimizer, "fp32_partitioned_groups_flat", []))
+        params = list(self._model.parameters())
+        states = [v for s in self.zero_optimizer.optimizer.state.values() for v in s.values()]
+        return storage_bytes(params + [p.grad for p in params] + [getattr(p, "ds_tensor", None) for p in params]
+                             + fp32 + [t.grad for t in fp32] + grads16 + states)
