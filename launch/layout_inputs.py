@@ -11,6 +11,7 @@ from parallel.layout import Layout
 from planner.errors import UserError
 from planner.hardware import get_gpu
 from planner.layout.inputs import PlanInputs
+from planner.layout.memory import stage_memory
 from planner.layout.report import render, to_json
 from planner.layout.search import evaluate_layout, parse_layout, search
 from planner.model_spec import ModelSpec
@@ -127,5 +128,9 @@ def print_config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node
 
 
 def config_plan_json(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int = 8) -> dict:
-    """The same plan as the `--json` schema (one layout), e.g. for a run directory's plan.json."""
-    return to_json(config_plan(cfg, world_size, gpu_id, gpus_per_node)[0], 1)
+    """The same plan as the `--json` schema (one layout), e.g. for a run directory's plan.json, with
+    the model-state bytes one rank holds (parameters, gradients, optimizer states), which the run
+    measures too (metrics.jsonl's `model_states_gib`)."""
+    result = config_plan(cfg, world_size, gpu_id, gpus_per_node)[0]
+    states = stage_memory(result.inputs, result.layouts, 0)["model_state_tensors"][0]
+    return {**to_json(result, 1), "model_states_gib": float(states) / 2**30}

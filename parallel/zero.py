@@ -77,13 +77,14 @@ class DeepSpeedEngine:
         self.module = self.engine
         self._model = self.engine.module
         self.model_state_bytes = 0
-        self._measure = False
+        self._peak_bytes = 0
         inner_step = self.zero_optimizer.optimizer.step
 
-        def step_and_measure(*args, **kwargs):   # inside DeepSpeed's step: every state is alive
+        def step_and_measure(*args, **kwargs):
+            # Inside DeepSpeed's step, once per parameter group: the group's fp32 gradient partition
+            # is alive only during its own step, so the peak is the largest of these counts.
             result = inner_step(*args, **kwargs)
-            if self._measure:
-                self.model_state_bytes = self.held_bytes()
+            self._peak_bytes = max(self._peak_bytes, self.held_bytes())
             return result
 
         self.zero_optimizer.optimizer.step = step_and_measure
@@ -104,7 +105,8 @@ class DeepSpeedEngine:
         """The update already ran in the last `backward` (DeepSpeed steps at the boundary); returns the
         global gradient norm before clipping. Clipping is DeepSpeed's (`gradient_clipping`)."""
         if measure:
-            self._measure = True   # takes effect at the next boundary; the first log step reports 0
+            self.model_state_bytes = self._peak_bytes
+        self._peak_bytes = 0
         norm = self.engine.get_global_grad_norm()
         device = next(self._model.parameters()).device
         return torch.as_tensor(norm if norm is not None else float("nan"), device=device, dtype=torch.float32)

@@ -1,6 +1,7 @@
 """Shared helpers for tests that run the real trainer in subprocesses."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +16,31 @@ TINY = ["model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.seq_le
         "train.global_batch=8", "parallel.micro_batch=4", "train.eval_batches=2", "train.eval_every=5",
         "train.sample_tokens=0", "log.every=1", "log.progress=false", "log.tensorboard=false",
         "optim.warmup_steps=2", "optim.lr=1e-3"]
+
+
+# Data-parallel layouts under test: (ranks, overrides). The global batch of 16 sequences in
+# micro-batches of 2 means gradient accumulation on every world size used here.
+SHARDED_BATCH = ["train.global_batch=16", "parallel.micro_batch=2"]
+LAYOUTS = {
+    "ddp": (2, ["parallel.backend=ddp"]),
+    "fsdp": (4, ["parallel.backend=fsdp", "parallel.zero_stage=3"]),
+    "fsdp_zero2": (2, ["parallel.backend=fsdp", "parallel.zero_stage=2"]),
+    "hsdp": (4, ["parallel.backend=fsdp", "parallel.dp_replicate=2", "parallel.dp_shard=2"]),
+    "zero1": (2, ["parallel.backend=deepspeed", "parallel.zero_stage=1"]),
+    "zero2": (4, ["parallel.backend=deepspeed", "parallel.zero_stage=2"]),
+    "zero3": (4, ["parallel.backend=deepspeed", "parallel.zero_stage=3"]),
+}
+
+
+DEEPSPEED_MISSING = importlib.util.find_spec("deepspeed") is None
+
+
+def needs_deepspeed(layout: str):
+    """pytest.param for a layout, skipped with the reason where DeepSpeed is not installed."""
+    import pytest
+
+    missing = LAYOUTS[layout][1][0] == "parallel.backend=deepspeed" and DEEPSPEED_MISSING
+    return pytest.param(layout, id=layout, marks=pytest.mark.skipif(missing, reason="DeepSpeed is not installed"))
 
 
 def write_tiny_corpus(directory: Path) -> Path:

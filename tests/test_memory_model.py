@@ -122,11 +122,12 @@ def test_states_shard_by_stage():
     held, shard = 1e9, 8
     ds = {z: detailed_model_states(held, shard, 2, z, "bf16", 1e7) for z in range(4)}
     # DeepSpeed bf16, stage 0: 2 (16-bit weights) + 2 (16-bit grads) + 4 (fp32 grads) + 12 (master +
-    # moments); stages 1-2: 16-bit weights + a 4-byte gradient partition + 12 sharded; stage 3: all sharded
+    # moments); stages 1-2: 16-bit weights + 16-bit and fp32 gradient partitions + 12 sharded; stage 3:
+    # all sharded
     assert float(ds[0]["params"] + ds[0]["gradients"] + ds[0]["optimizer"]) == pytest.approx(20 * held)
-    assert float(ds[1]["params"] + ds[1]["gradients"] + ds[1]["optimizer"]) == pytest.approx((2 + 16 / 8) * held)
-    assert float(ds[2]["params"] + ds[2]["gradients"] + ds[2]["optimizer"]) == pytest.approx((2 + 16 / 8) * held)
-    assert float(ds[3]["params"] + ds[3]["gradients"] + ds[3]["optimizer"]) == pytest.approx(18 / 8 * held)
+    assert float(ds[1]["params"] + ds[1]["gradients"] + ds[1]["optimizer"]) == pytest.approx((2 + 18 / 8) * held)
+    assert float(ds[2]["params"] + ds[2]["gradients"] + ds[2]["optimizer"]) == pytest.approx((2 + 18 / 8) * held)
+    assert float(ds[3]["params"] + ds[3]["gradients"] + ds[3]["optimizer"]) == pytest.approx(20 / 8 * held)
     ddp = detailed_model_states(held, 1, 0, 0, "bf16", 1e7)
     assert float(ddp["params"] + ddp["gradients"] + ddp["optimizer"]) == pytest.approx(16 * held)
     assert float(ddp["compute_copies"]) == pytest.approx(2 * held)

@@ -39,18 +39,21 @@ class LayoutArrays:
     schedule: np.ndarray
     vpp: np.ndarray
     backend: np.ndarray
+    replicate: np.ndarray   # HSDP: replica groups of the sharded states (1: shard over all dp ranks)
 
     def __len__(self) -> int:
         return len(self.dp)
 
     @property
     def shard(self) -> np.ndarray:
-        """Ranks that share one copy of the sharded model states: the data-parallel group when a
-        sharding stage is on, else 1."""
-        return np.where(self.zero > 0, self.dp, 1)
+        """Ranks that share one copy of the sharded model states: the data-parallel group (or, under
+        HSDP, one replica group of it) when a sharding stage is on, else 1."""
+        return np.where(self.zero > 0, self.dp // self.replicate, 1)
 
     @classmethod
     def from_columns(cls, **columns: Sequence) -> "LayoutArrays":
+        """Arrays from named columns; `replicate` defaults to 1 (the search enumerates no HSDP)."""
+        columns.setdefault("replicate", np.ones(len(columns["dp"]), dtype=np.int64))
         return cls(**{f.name: np.asarray(columns[f.name]) for f in fields(cls)})
 
     @classmethod
@@ -62,6 +65,7 @@ class LayoutArrays:
             sp=[bool(x.sequence_parallel) for x in layouts],
             schedule=[SCHEDULES.index(x.pp_schedule) for x in layouts],
             vpp=[x.vpp for x in layouts],
+            replicate=[x.dp_replicate if x.zero_stage else 1 for x in layouts],
             backend=[BACKENDS.index(backend_for_stage(x.zero_stage, backend)) for x in layouts])
 
     def take(self, index) -> "LayoutArrays":
@@ -69,9 +73,9 @@ class LayoutArrays:
 
     def layout(self, i: int) -> Layout:
         """The i-th candidate as a `Layout` (sharded stages put the data-parallel ranks in dp_shard)."""
-        dp, zero = int(self.dp[i]), int(self.zero[i])
-        return Layout(dp_replicate=1 if zero else dp, dp_shard=dp if zero else 1, tp=int(self.tp[i]),
-                      pp=int(self.pp[i]), zero_stage=zero, micro_batch=int(self.mb[i]),
+        dp, zero, replicate = int(self.dp[i]), int(self.zero[i]), int(self.replicate[i])
+        return Layout(dp_replicate=replicate if zero else dp, dp_shard=dp // replicate if zero else 1,
+                      tp=int(self.tp[i]), pp=int(self.pp[i]), zero_stage=zero, micro_batch=int(self.mb[i]),
                       recompute=RECOMPUTE[int(self.recompute[i])],
                       pp_schedule=SCHEDULES[int(self.schedule[i])],
                       sequence_parallel=bool(self.sp[i]), vpp=int(self.vpp[i]))

@@ -9,13 +9,13 @@
 - FSDP2 (`fully_shard`, mixed precision param_dtype=bf16, reduce_dtype=fp32): fp32 parameter,
   gradient and moment shards; ZeRO-3 all-gathers the current and the prefetched block in the compute
   dtype, ZeRO-2 (`reshard_after_forward=False`) keeps the whole stage unsharded in the compute dtype.
-- DeepSpeed ZeRO (Rajbhandari et al. 2020), as DeepSpeed 0.19 allocates it (measured on CPU in
-  tests/test_memory_states_measured.py): 16-bit weights, fp32 master weights and moments sharded
-  from stage 1, gradients reduced into a per-rank partition from stage 1 on (16-bit during
-  backward, then fp32 for the step: 4 bytes / N at the peak), 16-bit weights sharded at stage 3.
-  Its default reduce bucket (5e8 elements) and, at stage 3, the gathered blocks are buffers.
-  DeepSpeed's own estimator counts both gradient partitions at once (2 + 18/N at stage 2); this
-  counts 2 + 16/N, what it holds at the step.
+- DeepSpeed ZeRO (Rajbhandari et al. 2020), as DeepSpeed 0.19 allocates it under the trainer
+  (measured on CPU through the trainer's own engine in tests/test_model_states_per_rank.py):
+  16-bit weights, fp32 master weights and moments sharded from stage 1, gradients reduced into a
+  per-rank 16-bit partition from stage 1 on, and an fp32 copy of it made for the step; with the
+  trainer's two parameter groups (decay, no decay) both are alive at the first group's step:
+  6 bytes / N, as DeepSpeed's own estimator counts (2 + 18/N at stage 2). Its default reduce bucket
+  (5e8 elements) and, at stage 3, the gathered blocks are buffers.
 
 `deepspeed` accounting reproduces DeepSpeed's own estimators instead
 (`estimate_zero2/3_model_states_mem_needs`); for stages 0 and 1, which DeepSpeed does not estimate,
@@ -116,9 +116,9 @@ def detailed_model_states(held, shard, backend: np.ndarray, zero, precision: str
     if mixed:
         ds_params = 2 * held / per(3)
         # Stages 1-3 reduce 16-bit gradients into this rank's partition (2/N) during backward and
-        # free it once the optimizer builds the fp32 partition (4/N): the larger one counts. Stage 0
-        # (BF16_Optimizer) keeps 16-bit gradients and an fp32 accumulator for all parameters.
-        ds_grads = np.where(zero >= 1, 4 * held / shard, (2 + 4) * held)
+        # copy it to fp32 (4/N) for the step, both alive then. Stage 0 (BF16_Optimizer) keeps
+        # 16-bit gradients and an fp32 accumulator for all parameters.
+        ds_grads = np.where(zero >= 1, (2 + 4) * held / shard, (2 + 4) * held)
         ds_optim = (4 + 8) * held / per(1)
     else:   # fp32: the parameters are the master copy
         ds_params = 4 * held / per(3)

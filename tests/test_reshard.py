@@ -1,0 +1,37 @@
+"""Checkpoints move between layouts: saved under one, resumed under another (a different backend and
+number of ranks), the continued losses equal an uninterrupted single-process run's to 1e-5, with the
+global batch and the order of the data kept."""
+import pytest
+
+from tests.helpers import DEEPSPEED_MISSING, LAYOUTS, SHARDED_BATCH, TINY, run_train, step_losses, write_tiny_corpus
+
+pytestmark = pytest.mark.slow
+STEPS, SAVED_AT = 8, 4
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reshard")
+    data = write_tiny_corpus(root / "data")
+    common = [*TINY, *SHARDED_BATCH, f"data.dir={data}", f"train.runs_dir={root / 'runs'}",
+              f"train.steps={STEPS}", "precision.dtype=fp32", "train.eval_every=100"]
+    run_train([*common, "train.name=straight"], nproc=1)
+    return common, step_losses(root / "runs" / "straight"), root / "runs"
+
+
+@pytest.mark.parametrize("saved,resumed", [("fsdp", "ddp"), ("ddp", "fsdp"),
+                                           ("zero3", "fsdp")],
+                         ids=lambda name: name)
+def test_reshard(reference, saved, resumed):
+    if DEEPSPEED_MISSING and "zero" in saved + resumed:
+        pytest.skip("DeepSpeed is not installed")
+    common, straight, runs = reference
+    name = f"{saved}-to-{resumed}"
+    (saved_ranks, saved_args), (resumed_ranks, resumed_args) = LAYOUTS[saved], LAYOUTS[resumed]
+    run_train([*common, *saved_args, f"train.name={name}", f"train.stop_after={SAVED_AT}"], nproc=saved_ranks)
+    out = run_train([*common, *resumed_args, f"train.name={name}"], nproc=resumed_ranks).stdout
+    assert "resuming from" in out and f"step_{SAVED_AT}" in out
+    losses = step_losses(runs / name)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    for step in straight:
+        assert losses[step] == pytest.approx(straight[step], rel=1e-5), (step, losses[step], straight[step])
