@@ -54,9 +54,9 @@ def write_tiny_corpus(directory: Path) -> Path:
 
 
 def run_train(args: list[str], nproc: int = 1, cwd: Path | None = None, check: bool = True,
-              timeout: int = 300) -> subprocess.CompletedProcess:
+              timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python launch/train.py ...` for one process, `torchrun --nproc_per_node=N ...` for more."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     if nproc == 1:
         command = [sys.executable, str(TRAIN), *args]
     else:

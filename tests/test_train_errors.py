@@ -9,8 +9,8 @@ def data(tmp_path_factory):
     return write_tiny_corpus(tmp_path_factory.mktemp("data"))
 
 
-def one_line_error(args, cwd):
-    result = run_train(args, cwd=cwd, check=False, timeout=120)
+def one_line_error(args, cwd, env=None):
+    result = run_train(args, cwd=cwd, check=False, timeout=120, env=env)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -23,10 +23,53 @@ def one_line_error(args, cwd):
     ("parallel.micro_batch=3", "not divisible by parallel.micro_batch 3"),
     ("data.dir=/no/such/dir", "/no/such/dir"),
     ("checkpoint.resume=/no/ckpt", "checkpoint.resume"),
+    # layouts that cannot run, refused before any process group exists
+    ("parallel.dp_replicate=3", "dp_replicate 3 does not divide the 1 data-parallel ranks"),
+    ("parallel.tp=2", "tp 2 × parallel.pp 1 does not divide the 1 ranks"),
 ])
 def test_bad_override(tmp_path, data, override, fragment):
     line = one_line_error([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path}", override], tmp_path)
     assert fragment in line
+
+
+@pytest.mark.parametrize("overrides,nproc,fragment", [
+    (["parallel.backend=fsdp", "parallel.dp_replicate=1", "parallel.dp_shard=4"], 2,
+     "dp_replicate 1 × dp_shard 4 × tp 1 × pp 1 = 4 ranks, but the world has 2"),
+    (["parallel.backend=ddp", "parallel.zero_stage=3"], 2, "parallel.backend=ddp runs zero_stage 0, not 3"),
+    (["parallel.backend=fsdp", "parallel.dp_shard=3"], 2, "dp_shard 3 does not divide the 2 data-parallel ranks"),
+    (["parallel.backend=fsdp", "parallel.zero_stage=1"], 2, "for zero_stage 1 use backend deepspeed"),
+    (["parallel.backend=deepspeed", "parallel.dp_replicate=2"], 2, "HSDP runs on backend fsdp"),
+])
+def test_bad_layout_exits_before_any_process_group(tmp_path, data, overrides, nproc, fragment):
+    """What each rank of a `torchrun --nproc_per_node=N` job does (the world size read from the
+    environment torchrun sets): one line and exit 2, before it would wait for the others."""
+    line = one_line_error([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path}", *overrides], tmp_path,
+                          env={"WORLD_SIZE": str(nproc)})
+    assert fragment in line
+
+
+def test_bad_layout_under_torchrun(tmp_path, data):
+    """Every rank says the same line and nothing of ours prints a traceback (torchrun adds its own
+    report of the failed workers)."""
+    result = run_train([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path}", "parallel.backend=fsdp",
+                        "parallel.zero_stage=1"], nproc=2, cwd=tmp_path, check=False, timeout=120)
+    # (torchrun's own log lines may land between ours: count the message, not lines)
+    assert result.returncode != 0 and result.stderr.count("for zero_stage 1 use backend deepspeed") == 2, \
+        result.stderr[-2000:]
+    assert "[rank0]" not in result.stderr and "exitcode  : 2" in result.stderr
+
+
+def test_deepspeed_missing_is_one_line(tmp_path, data, monkeypatch, capsys):
+    import sys
+
+    from launch.train import main as train_main
+
+    monkeypatch.setitem(sys.modules, "deepspeed", None)   # `import deepspeed` now fails, as where it is absent
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path}", "parallel.backend=deepspeed"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "DeepSpeed is not installed: `pip install deepspeed`" in err
 
 
 def test_config_that_is_not_yaml(tmp_path):

@@ -69,8 +69,8 @@ def resolve_layout(cfg: Config, world_size: int) -> tuple[Layout, str]:
                         f"parallel.pp={par.pp}): use 1")
     layout = Layout(dp_replicate=replicate, dp_shard=shard, tp=par.tp, pp=par.pp, zero_stage=zero,
                     micro_batch=par.micro_batch, recompute=par.recompute)
-    if not problems:
-        problems = layout.problems(world_size, cfg.model.n_heads, cfg.model.kv_heads, cfg.model.n_layers)
+    problems += [problem for problem in layout.problems(world_size, cfg.model.n_heads, cfg.model.kv_heads,
+                                                          cfg.model.n_layers) if problem not in problems]
     if problems:
         raise UserError("layout does not fit: " + "; ".join(problems))
     return layout, backend
@@ -78,6 +78,12 @@ def resolve_layout(cfg: Config, world_size: int) -> tuple[Layout, str]:
 
 def check_backend_installed(backend: str) -> None:
     """DeepSpeed is optional: say so in one line before any process starts using it."""
-    if backend == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+    if backend != "deepspeed":
+        return
+    try:
+        importable = importlib.util.find_spec("deepspeed") is not None
+    except ValueError:   # a module set to None in sys.modules: blocked, as good as absent
+        importable = False
+    if not importable:
         raise UserError("parallel.backend=deepspeed but DeepSpeed is not installed: `pip install deepspeed`, "
                         "or use parallel.backend=fsdp (zero_stage 2 or 3)")

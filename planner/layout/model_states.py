@@ -11,10 +11,11 @@
   dtype, ZeRO-2 (`reshard_after_forward=False`) keeps the whole stage unsharded in the compute dtype.
 - DeepSpeed ZeRO (Rajbhandari et al. 2020), as DeepSpeed 0.19 allocates it under the trainer
   (measured on CPU through the trainer's own engine in tests/test_model_states_per_rank.py):
-  16-bit weights, fp32 master weights and moments sharded from stage 1, gradients reduced into a
-  per-rank 16-bit partition from stage 1 on, and an fp32 copy of it made for the step; with the
-  trainer's two parameter groups (decay, no decay) both are alive at the first group's step:
-  6 bytes / N, as DeepSpeed's own estimator counts (2 + 18/N at stage 2). Its default reduce bucket
+  weights in the compute dtype, fp32 master weights (a separate copy even in fp32) and moments
+  sharded from stage 1, gradients reduced into a per-rank partition in the compute dtype from stage
+  1 on, and an fp32 copy of it made for the step; with the trainer's two parameter groups (decay,
+  no decay) both are alive at the first group's step: 6 bytes / N in bf16, as DeepSpeed's own
+  estimator counts (2 + 18/N at stage 2). Its default reduce bucket
   (5e8 elements) and, at stage 3, the gathered blocks are buffers.
 
 `deepspeed` accounting reproduces DeepSpeed's own estimators instead
@@ -113,17 +114,13 @@ def detailed_model_states(held, shard, backend: np.ndarray, zero, precision: str
     fsdp_copies = np.where(zero >= 3, 0.0, c * held)            # ZeRO-2 style: unsharded all stage
     fsdp_buffers = np.where(zero >= 3, 2 * layer_held * c, 0.0) + 4 * layer_held
 
-    if mixed:
-        ds_params = 2 * held / per(3)
-        # Stages 1-3 reduce 16-bit gradients into this rank's partition (2/N) during backward and
-        # copy it to fp32 (4/N) for the step, both alive then. Stage 0 (BF16_Optimizer) keeps
-        # 16-bit gradients and an fp32 accumulator for all parameters.
-        ds_grads = np.where(zero >= 1, (2 + 4) * held / shard, (2 + 4) * held)
-        ds_optim = (4 + 8) * held / per(1)
-    else:   # fp32: the parameters are the master copy
-        ds_params = 4 * held / per(3)
-        ds_grads = 4 * held / per(2)
-        ds_optim = 8 * held / per(1)
+    # ZeRO-1..3 keep the module's weights in the compute dtype (sharded at stage 3) and, even in
+    # fp32, a separate fp32 master partition; gradients are reduced into a compute-dtype partition
+    # and copied to fp32 for the step, both alive then (c + 4 bytes / N). Stage 0 (BF16_Optimizer
+    # in mixed precision) keeps 16-bit gradients and an fp32 accumulator for all parameters.
+    ds_params = c * held / per(3)
+    ds_grads = np.where(zero >= 1, (c + 4) * held / shard, (2 + 4 if mixed else 4) * held)
+    ds_optim = np.where(zero >= 1, (4 + 8) * held / shard, (4 + 8 if mixed else 8) * held)
     ds_buffers = np.where(zero >= 1, bucket, 0.0) + np.where(zero >= 3, 2 * layer_held * c, 0.0)
 
     return {
