@@ -33,3 +33,27 @@ def test_known_gpus_have_a_peak_for_mfu():
     if not any(key in name for key in ("A100", "H100", "H200", "B200", "L40S", "A10", "V100")):
         pytest.skip(f"{name} is not in the catalog")
     assert peak_flops_per_device(torch.device("cuda", 0), "bf16") > 1e13
+
+
+@pytest.mark.parametrize("layout", ["ddp", "fsdp", "fsdp_zero2", "zero1", "zero2", "zero3"])
+def test_one_gpu_layouts_train_in_bf16_on_nccl(tmp_path, layout):
+    """Each backend on one GPU (NCCL, bf16): it trains, and the model-state bytes it holds are the
+    planner's forecast (plan.json) to 5 %."""
+    import json
+
+    from tests.helpers import DEEPSPEED_MISSING, LAYOUTS, TINY, run_train, step_losses, write_tiny_corpus
+
+    if DEEPSPEED_MISSING and layout.startswith("zero"):
+        pytest.skip("DeepSpeed is not installed")
+    data = write_tiny_corpus(tmp_path / "data")
+    overrides = [o for o in LAYOUTS[layout][1] if "dp_" not in o]
+    run_train([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path / 'runs'}", "train.steps=12",
+               "precision.dtype=bf16", "model.arch=llama", "model.d_model=128", "model.n_heads=4",
+               "parallel.deepspeed.zero_optimization.stage3_param_persistence_threshold=0", *overrides,
+               "train.name=gpu"])
+    run_dir = tmp_path / "runs" / "gpu"
+    losses = step_losses(run_dir)
+    assert losses[12] < losses[1]
+    measured = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["model_states_gib"]
+    predicted = json.loads((run_dir / "plan.json").read_text())["model_states_gib"]
+    assert measured == pytest.approx(predicted, rel=0.05), (measured, predicted)

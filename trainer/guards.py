@@ -1,0 +1,98 @@
+"""Stability guards: whether an update is applied, decided on device before the optimizer step.
+
+A step is skipped when its loss or gradient norm is not finite, or jumps above the rolling mean by
+more than `spike_sigma` standard deviations of the last `spike_window` accepted steps (after
+`spike_min_history` of them). Inputs are the global mean loss and the global gradient norm, the same
+on every rank, and the flag is all-reduced anyway, so no rank ever applies an update another skips.
+Nothing here reads a value back to the host: the step is skipped inside the fused optimizer
+(`found_inf`). The window is part of the checkpoint, so a resumed run is guarded from its first step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from trainer.config import GuardConfig
+
+
+class SpikeGuard:
+    """Rolling statistics of accepted steps (loss, grad norm) and the skip decision."""
+
+    def __init__(self, cfg: GuardConfig, device: torch.device):
+        self.cfg = cfg
+        self.history = torch.zeros(2, cfg.spike_window, device=device, dtype=torch.float64)
+        self.count = torch.zeros((), device=device, dtype=torch.long)      # accepted steps seen
+        self.skipped = torch.zeros((), device=device, dtype=torch.long)    # skipped steps, in total
+        # 1 where a recent step was skipped: `rollback_after` of the last `rollback_window` -> roll back
+        self.recent = torch.zeros(max(1, cfg.rollback_window), device=device, dtype=torch.long)
+        self.steps = torch.zeros((), device=device, dtype=torch.long)      # decisions made
+
+    def is_spike(self, values: torch.Tensor) -> torch.Tensor:
+        """values: (loss, grad norm). True where either is far above its window's mean."""
+        if self.cfg.spike_sigma <= 0:
+            return torch.zeros((), dtype=torch.bool, device=values.device)
+        window = self.history.shape[1]
+        n = self.count.clamp(max=window)
+        held = (torch.arange(window, device=values.device) < n).to(self.history.dtype)
+        mean = (self.history * held).sum(1) / n.clamp(min=1)
+        var = ((self.history - mean[:, None]) ** 2 * held).sum(1) / (n - 1).clamp(min=1)
+        limit = mean + self.cfg.spike_sigma * var.sqrt()
+        return (n >= self.cfg.spike_min_history) & (values > limit).any()
+
+    def check(self, loss: torch.Tensor, grad_norm: torch.Tensor, force: bool = False) -> torch.Tensor:
+        """The skip flag (bool, on device) for this step; records the step in the window if applied."""
+        values = torch.stack([loss.detach().to(self.history.dtype), grad_norm.detach().to(self.history.dtype)])
+        skip = ~torch.isfinite(values).all() | self.is_spike(values) | force
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            flag = skip.to(torch.float32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            skip = flag > 0
+        slot = (self.count % self.history.shape[1]).view(1)
+        kept = torch.where(skip, self.history.index_select(1, slot).view(2), values)
+        self.history.index_copy_(1, slot, kept.view(2, 1))
+        self.count += (~skip).long()
+        self.skipped += skip.long()
+        self.recent.index_fill_(0, (self.steps % self.recent.numel()).view(1), 0)
+        self.recent.index_add_(0, (self.steps % self.recent.numel()).view(1), skip.long().view(1))
+        self.steps += 1
+        return skip
+
+    def wants_rollback(self) -> bool:
+        """Host read (call it on log steps): too many recent steps were skipped."""
+        return self.cfg.rollback_after > 0 and int(self.recent.sum()) >= self.cfg.rollback_after
+
+    def clear_recent(self) -> None:
+        self.recent.zero_()
+
+    def state_dict(self) -> dict:
+        return {"history": self.history.cpu(), "count": self.count.cpu(), "skipped": self.skipped.cpu(),
+                "recent": self.recent.cpu(), "steps": self.steps.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["history"].shape != self.history.shape or state["recent"].shape != self.recent.shape:
+            # the window's size changed: keep the newest values that fit, oldest first
+            return self._load_resized(state)
+        for name in ("history", "count", "skipped", "recent", "steps"):
+            getattr(self, name).copy_(state[name])
+
+    def _load_resized(self, state: dict) -> None:
+        old, count = state["history"], int(state["count"])
+        ordered = torch.cat([old[:, count % old.shape[1]:], old[:, :count % old.shape[1]]], 1) \
+            if count >= old.shape[1] else old[:, :count]
+        keep = ordered[:, -self.history.shape[1]:]
+        self.history.zero_()
+        self.history[:, :keep.shape[1]] = keep.to(self.history.device)
+        self.count.fill_(keep.shape[1])
+        self.skipped.copy_(state["skipped"])
+
+
+class PoisonGradient(torch.autograd.Function):
+    """Identity forward, NaN gradients backward: fault injection of a bad gradient on one rank."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad * float("nan")
