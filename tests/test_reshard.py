@@ -3,7 +3,7 @@ number of ranks), the continued losses equal an uninterrupted single-process run
 global batch and the order of the data kept."""
 import pytest
 
-from tests.helpers import DEEPSPEED_MISSING, LAYOUTS, SHARDED_BATCH, TINY, run_train, step_losses, write_tiny_corpus
+from tests.helpers import DEEPSPEED_MISSING, LAYOUTS, run_train, single_process_reference, step_losses
 
 pytestmark = pytest.mark.slow
 STEPS, SAVED_AT = 8, 4
@@ -11,12 +11,7 @@ STEPS, SAVED_AT = 8, 4
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reshard")
-    data = write_tiny_corpus(root / "data")
-    common = [*TINY, *SHARDED_BATCH, f"data.dir={data}", f"train.runs_dir={root / 'runs'}",
-              f"train.steps={STEPS}", "precision.dtype=fp32", "train.eval_every=100"]
-    run_train([*common, "train.name=straight"], nproc=1)
-    return common, step_losses(root / "runs" / "straight"), root / "runs"
+    return single_process_reference(tmp_path_factory.mktemp("reshard"), STEPS, "straight")
 
 
 @pytest.mark.parametrize("saved,resumed", [("fsdp", "ddp"), ("ddp", "fsdp"),

@@ -4,7 +4,7 @@ single-process run of the same model, data and global batch to 1e-5 relative, ov
 gradient accumulation (fp32)."""
 import pytest
 
-from tests.helpers import LAYOUTS, SHARDED_BATCH, TINY, needs_deepspeed, run_train, step_losses, write_tiny_corpus
+from tests.helpers import LAYOUTS, needs_deepspeed, run_train, single_process_reference, step_losses
 
 pytestmark = pytest.mark.slow
 STEPS = 10
@@ -13,12 +13,7 @@ STEPS = 10
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The data, the common arguments and the single-process losses."""
-    root = tmp_path_factory.mktemp("parity")
-    data = write_tiny_corpus(root / "data")
-    common = [*TINY, *SHARDED_BATCH, f"data.dir={data}", f"train.runs_dir={root / 'runs'}",
-              f"train.steps={STEPS}", "precision.dtype=fp32", "train.eval_every=100"]
-    run_train([*common, "train.name=single"], nproc=1)
-    return common, step_losses(root / "runs" / "single"), root / "runs"
+    return single_process_reference(tmp_path_factory.mktemp("parity"), STEPS, "single")
 
 
 @pytest.mark.parametrize("layout", [needs_deepspeed(name) for name in
