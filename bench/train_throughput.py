@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     def fresh():
         torch.manual_seed(cfg.train.seed)
         model = Transformer(cfg.model).to(device)
-        return model, build_optimizer(model, cfg.optim, device.type)
+        return model, build_optimizer(model, cfg.optim)
 
     model, optimizer = fresh()
     precision = Precision(cfg.precision, device.type)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from launch.errors import OneLineParser, run_guarded  # noqa: E402
 
 PROG = "launch/train.py"
+PREEMPTED = 75   # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run again to resume
 
 
 def build_parser() -> OneLineParser:
@@ -61,11 +63,13 @@ def run(args: argparse.Namespace, environ) -> int:
         print_config_plan(cfg, world_size, args.gpu, args.gpus_per_node)
         return 0
 
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # cuBLAS's deterministic mode needs it
     import torch
     import torch.distributed as dist
 
     from trainer.data import TokenData
-    from trainer.loop import train
+    from trainer.loop import StopSignal, train
     from trainer.runtime import Runtime, pick_device
 
     TokenData.open(cfg.data.dir).check_fits(cfg.model.vocab_size, cfg.model.seq_len)
@@ -73,7 +77,15 @@ def run(args: argparse.Namespace, environ) -> int:
     device = pick_device(cfg.train.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    runtime = Runtime(int(environ.get("RANK", 0)), world_size, local_rank, device)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    runtime = Runtime(int(environ.get("RANK", 0)), world_size, local_rank, device,
+                      restart_count=int(environ.get("TORCHELASTIC_RESTART_COUNT", 0)))
+    # SIGTERM (a preemption, torchrun stopping) and SIGUSR1 (SLURM's warning before the time limit):
+    # finish the step, save, exit PREEMPTED; `checkpoint.resume=auto` continues from there.
+    signals = StopSignal()
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signals)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if "MASTER_ADDR" in environ:
         dist.init_process_group(backend)
@@ -82,9 +94,11 @@ def run(args: argparse.Namespace, environ) -> int:
     if runtime.is_main:
         write_plan(cfg, world_size, device, args.gpus_per_node)
     try:
-        result = train(cfg, runtime)
+        result = train(cfg, runtime, signals)
     finally:
         dist.destroy_process_group()
+    if result.preempted:
+        return PREEMPTED
     if runtime.is_main and result.val_loss is not None:
         print(f"[scaleplan] step {result.step}: validation loss {result.val_loss:.4f}; run directory "
               f"{result.run_dir}")

@@ -78,16 +78,21 @@ class DeepSpeedEngine:
         self._model = self.engine.module
         self.model_state_bytes = 0
         self._peak_bytes = 0
+        self._decide, self._skip = None, None
         inner_step = self.zero_optimizer.optimizer.step
 
-        def step_and_measure(*args, **kwargs):
-            # Inside DeepSpeed's step, once per parameter group: the group's fp32 gradient partition
-            # is alive only during its own step, so the peak is the largest of these counts.
+        def guarded_step(*args, **kwargs):
+            # Inside DeepSpeed's step, once per parameter group, after it has the global norm.
+            if self._skip is None:
+                self._skip = self._decide(self._grad_norm()) if self._decide else torch.zeros((), dtype=torch.bool)
+            if bool(self._skip):   # a host read: DeepSpeed has read its norm back already
+                return None        # weights, moments and step count stay as they were
             result = inner_step(*args, **kwargs)
+            # The group's fp32 gradient partition is alive only during its own step: keep the peak.
             self._peak_bytes = max(self._peak_bytes, self.held_bytes())
             return result
 
-        self.zero_optimizer.optimizer.step = step_and_measure
+        self.zero_optimizer.optimizer.step = guarded_step
 
     # Training -----------------------------------------------------------------------------------
     def accumulate(self, last: bool) -> ContextManager:
@@ -99,17 +104,28 @@ class DeepSpeedEngine:
     def backward(self, loss: torch.Tensor) -> None:
         # The loop already divides each micro-batch's loss by the number of micro-batches.
         self.engine.backward(loss, scale_wrt_gas=False)
-        self.engine.step()   # a no-op but at the accumulation boundary
+        if not self.engine.is_gradient_accumulation_boundary():
+            self.engine.step()   # DeepSpeed counts micro-steps in step(); the update is in our step()
 
-    def step(self, grad_clip: float, measure: bool = False) -> torch.Tensor:
-        """The update already ran in the last `backward` (DeepSpeed steps at the boundary); returns the
-        global gradient norm before clipping. Clipping is DeepSpeed's (`gradient_clipping`)."""
+    def _grad_norm(self) -> torch.Tensor:
+        """DeepSpeed's global gradient norm before clipping (its optimizer's: set before the inner step,
+        the engine's only after); it reports a non-finite norm as -1."""
+        norm = getattr(self.zero_optimizer, "_global_grad_norm", None)
+        device = next(self._model.parameters()).device
+        norm = torch.as_tensor(norm if norm is not None else float("nan"), device=device, dtype=torch.float32)
+        return torch.where(norm < 0, torch.full_like(norm, float("nan")), norm)
+
+    def step(self, grad_clip: float, measure: bool = False, decide=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """DeepSpeed's step at the accumulation boundary, skipped where `decide` says so; returns the
+        global gradient norm before clipping and the skip flag. Clipping is DeepSpeed's (`gradient_clipping`)."""
+        self._decide, self._skip = decide, None
+        self.engine.step()
+        skip = self._skip if self._skip is not None else torch.zeros((), dtype=torch.bool)
+        self._decide, self._skip = None, None
         if measure:
             self.model_state_bytes = self._peak_bytes
         self._peak_bytes = 0
-        norm = self.engine.get_global_grad_norm()
-        device = next(self._model.parameters()).device
-        return torch.as_tensor(norm if norm is not None else float("nan"), device=device, dtype=torch.float32)
+        return self._grad_norm(), skip
 
     def set_lr(self, lr: float) -> None:
         # The inner torch optimizer's groups: ZeRO-3 does not mirror its own `param_groups` onto them.

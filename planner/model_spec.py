@@ -32,6 +32,7 @@ class ModelSpec:
     ffn_hidden: Optional[int] = None
     tie_embeddings: bool = False
     bias: bool = False
+    qk_norm: bool = False
 
     @classmethod
     def from_config(cls, cfg: object) -> "ModelSpec":
@@ -62,7 +63,7 @@ def layer_matmul_params(spec: ModelSpec) -> int:
 def layer_params(spec: ModelSpec) -> int:
     """All parameters of one block: matrices, norms and (optional) biases."""
     d, kv_dim, f = spec.d_model, spec.kv_heads * spec.head_dim, spec.ffn
-    norms = 2 * d * (2 if spec.bias and spec.arch == "gpt" else 1)
+    norms = 2 * d * (2 if spec.bias and spec.arch == "gpt" else 1) + (2 * spec.head_dim if spec.qk_norm else 0)
     biases = 0
     if spec.bias:
         biases = (d + 2 * kv_dim + d) + ((2 * f + d) if spec.arch == "llama" else (f + d))

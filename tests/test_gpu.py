@@ -18,7 +18,7 @@ def test_bf16_steps_on_cuda_learn_and_keep_fp32_master_weights():
     torch.manual_seed(0)
     model = Transformer(ModelConfig(arch="llama", n_layers=2, d_model=128, n_heads=4, n_kv_heads=2,
                                     seq_len=64)).to(device)
-    optimizer = build_optimizer(model, OptimConfig(lr=3e-3), "cuda")
+    optimizer = build_optimizer(model, OptimConfig(lr=3e-3))
     precision = Precision(PrecisionConfig(dtype="bf16"), "cuda")
     window = torch.randint(0, 256, (8, 65), device=device)
     losses = [train_step(TorchEngine(model, optimizer, precision), [(window[:, :-1], window[:, 1:])], 1, 1.0, device)[0].item()

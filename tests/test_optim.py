@@ -28,7 +28,7 @@ def test_constant():
 
 def test_no_weight_decay_on_norms_and_biases():
     model = Transformer(ModelConfig(n_layers=1, d_model=32, n_heads=2, seq_len=8, bias=True))
-    optimizer = build_optimizer(model, OptimConfig(weight_decay=0.1), "cpu")
+    optimizer = build_optimizer(model, OptimConfig(weight_decay=0.1))
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])

@@ -30,7 +30,7 @@ def test_accumulation_equals_one_big_batch():
         model = tiny_model()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # Adam would amplify ~0 gradients
         micro = list(zip(x.chunk(n_micro), y.chunk(n_micro)))
-        loss, norm = train_step(TorchEngine(model, optimizer, Precision(PrecisionConfig(), "cpu")), micro, n_micro, 1.0, CPU)
+        loss, norm, _ = train_step(TorchEngine(model, optimizer, Precision(PrecisionConfig(), "cpu")), micro, n_micro, 1.0, CPU)
         results.append((loss, norm, [p.detach().clone() for p in model.parameters()]))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
@@ -40,7 +40,7 @@ def test_accumulation_equals_one_big_batch():
 
 def test_loss_falls_on_a_repeated_batch():
     model = tiny_model()
-    optimizer = build_optimizer(model, OptimConfig(lr=3e-3), "cpu")
+    optimizer = build_optimizer(model, OptimConfig(lr=3e-3))
     precision = Precision(PrecisionConfig(), "cpu")
     x, y = batch(4)
     losses = [train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1, 1.0, CPU)[0].item() for _ in range(30)]
@@ -52,7 +52,7 @@ def test_gradient_clipping_bounds_the_update():
     before = copy.deepcopy(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     x, y = batch(4)
-    _, norm = train_step(TorchEngine(model, optimizer, Precision(PrecisionConfig(), "cpu")), [(x, y)], 1, 0.01, CPU)
+    _, norm, _ = train_step(TorchEngine(model, optimizer, Precision(PrecisionConfig(), "cpu")), [(x, y)], 1, 0.01, CPU)
     moved = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(model.parameters(), before.parameters())))
     assert norm.item() > 0.01 and moved.item() <= 0.01 * 1.0001
 
@@ -60,18 +60,18 @@ def test_gradient_clipping_bounds_the_update():
 def test_bf16_and_fp16_steps_stay_finite_and_keep_fp32_params():
     for dtype in ("bf16", "fp16"):
         model = tiny_model()
-        optimizer = build_optimizer(model, OptimConfig(), "cpu")
+        optimizer = build_optimizer(model, OptimConfig())
         precision = Precision(PrecisionConfig(dtype=dtype), "cpu")
         x, y = batch(4)
         for _ in range(3):
-            loss, norm = train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1, 1.0, CPU)
+            loss, norm, _ = train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1, 1.0, CPU)
         assert torch.isfinite(loss) and all(p.dtype == torch.float32 for p in model.parameters())
         assert (precision.scaler is not None) == (dtype == "fp16")
 
 
 def test_fp16_overflow_skips_the_step_and_lowers_the_scale():
     model = tiny_model()
-    optimizer = build_optimizer(model, OptimConfig(), "cpu")
+    optimizer = build_optimizer(model, OptimConfig())
     precision = Precision(PrecisionConfig(dtype="fp16", initial_loss_scale=2.0**60), "cpu")
     before = [p.detach().clone() for p in model.parameters()]
     x, y = batch(4)

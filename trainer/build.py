@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
 from parallel.layout import Layout
@@ -16,8 +17,9 @@ from planner.errors import UserError
 from planner.layout.model_states import DEEPSPEED_BUCKET_ELEMENTS
 from trainer.checkpoint import checkpoint_steps, load_checkpoint, resolve_resume
 from trainer.config import Config
-from trainer.data import TokenData, WindowSampler, eval_windows
+from trainer.data import BatchFilter, TokenData, WindowSampler, eval_windows
 from trainer.engine import Engine, TorchEngine
+from trainer.guards import SpikeGuard
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
 from trainer.precision import DTYPES, Precision
@@ -38,7 +40,11 @@ class Run:
     precision: Precision
     sampler: WindowSampler
     val_BT: torch.Tensor
+    guard: SpikeGuard
+    control_group: dist.ProcessGroup   # gloo: flags the loop agrees on without touching the GPU
     step: int = 0
+    lr_scale: float = 1.0        # lowered by each rollback when guards.rollback_lr_factor < 1
+    rollbacks: int = 0
     resumed_from: Optional[Path] = None
 
     @property
@@ -47,7 +53,17 @@ class Run:
 
     def train_state(self) -> dict:
         """Everything besides model and optimizer that an exact resume needs."""
-        return {"step": self.step, "sampler": self.sampler.state_dict(), "scaler": self.precision.state_dict()}
+        return {"step": self.step, "sampler": self.sampler.state_dict(), "scaler": self.precision.state_dict(),
+                "guard": self.guard.state_dict(), "lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
+
+    def restore(self, saved: dict, data_position: bool = True) -> None:
+        """Take a checkpoint's train state; `data_position=False` keeps reading where we are (rollback)."""
+        self.step, self.lr_scale = int(saved["step"]), float(saved["lr_scale"])
+        if data_position:
+            self.sampler.load_state_dict(saved["sampler"])
+            self.rollbacks = int(saved["rollbacks"])
+        self.precision.load_state_dict(saved["scaler"])
+        self.guard.load_state_dict(saved["guard"])
 
     @property
     def model(self) -> Transformer:
@@ -63,7 +79,7 @@ def run_directory(cfg: Config) -> Path:
 def build_run(cfg: Config, runtime: Runtime) -> Run:
     """Collective on all ranks. Raises UserError for a run directory or data that cannot be used."""
     device, run_dir = runtime.device, run_directory(cfg)
-    resume_from = resolve_resume(cfg.checkpoint.resume, run_dir / "checkpoints")
+    resume_from = resolve_resume(cfg.checkpoint.resume, run_dir / "checkpoints", cfg.checkpoint.verify)
     if cfg.checkpoint.resume == "none" and checkpoint_steps(run_dir / "checkpoints"):
         raise UserError(f"{run_dir} already holds checkpoints: resume with checkpoint.resume=auto "
                         f"or pick another train.name")
@@ -89,22 +105,35 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
     run = Run(cfg=cfg, runtime=runtime, run_dir=run_dir, data=data, layout=layout, backend=backend,
               n_micro=n_micro, engine=engine, precision=precision,
               sampler=WindowSampler(data.train, cfg.model.seq_len, cfg.global_batch, dp_rank, layout.dp,
-                                    cfg.train.seed),
+                                    cfg.train.seed, batch_filter(cfg)),
               val_BT=eval_windows(data.val, cfg.model.seq_len,
-                                  cfg.train.eval_batches * cfg.parallel.micro_batch, cfg.train.seed))
+                                  cfg.train.eval_batches * cfg.parallel.micro_batch, cfg.train.seed),
+              guard=SpikeGuard(cfg.guards, device), control_group=dist.new_group(backend="gloo"))
     if resume_from is not None:
-        saved = load_checkpoint(resume_from, engine, run.train_state(), runtime.rank)
-        run.step, run.resumed_from = int(saved["step"]), resume_from
-        run.sampler.load_state_dict(saved["sampler"])
-        run.precision.load_state_dict(saved["scaler"])
+        run.restore(load_checkpoint(resume_from, engine, run.train_state(), runtime.rank, model_yaml(cfg)))
+        run.resumed_from = resume_from
     return run
+
+
+def batch_filter(cfg: Config) -> Optional[BatchFilter]:
+    guards = cfg.guards
+    if guards.bad_batch_period == 0:
+        return None
+    return BatchFilter(cfg.model.vocab_size, guards.bad_batch_period, guards.bad_batch_fraction)
+
+
+def model_yaml(cfg: Config) -> str:
+    """This run's `model` section, to tell a checkpoint of another model before loading it."""
+    import yaml
+
+    return yaml.safe_dump(cfg.model.model_dump(mode="json"))
 
 
 def build_engine(cfg: Config, backend: str, layout: Layout, model: nn.Module, precision: Precision,
                  n_micro: int, device: torch.device) -> Engine:
     """The optimizer and the object that owns backward and step for this backend."""
     if backend != "deepspeed":
-        optimizer = build_optimizer(model, cfg.optim, device.type)
+        optimizer = build_optimizer(model, cfg.optim)
         # ZeRO-3 keeps gradients sharded: reduce-scatter after every micro-batch.
         return TorchEngine(model, optimizer, precision, reduce_every_micro_batch=layout.zero_stage >= 3)
     from parallel.zero import DeepSpeedEngine, deepspeed_config
@@ -113,4 +142,4 @@ def build_engine(cfg: Config, backend: str, layout: Layout, model: nn.Module, pr
     config = deepspeed_config(layout.zero_stage, cfg.parallel.micro_batch, n_micro, layout.dp, cfg.optim.grad_clip,
                               cfg.precision.dtype, cfg.precision.initial_loss_scale, cfg.parallel.cpu_offload,
                               int(DEEPSPEED_BUCKET_ELEMENTS), cfg.parallel.deepspeed)
-    return DeepSpeedEngine(model, build_optimizer(model, cfg.optim, device.type), config)
+    return DeepSpeedEngine(model, build_optimizer(model, cfg.optim), config)

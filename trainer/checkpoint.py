@@ -1,9 +1,11 @@
 """Checkpoints with torch.distributed.checkpoint: each rank writes its own shards in parallel.
 
 A checkpoint `step_<n>/` holds model and optimizer state, the training position (step, data
-sampler, loss scale), every rank's RNG states and the resolved config. It is written to
-`step_<n>.partial/` and renamed once every rank has finished, so a crash mid-save never leaves a
-directory that looks complete.
+sampler, loss scale, the guards' window), every rank's RNG states, the resolved config and a
+manifest of every file's size and checksum. It is written to `step_<n>.partial/`, fsynced, given its
+manifest last and renamed once every rank has finished, so a crash mid-save never leaves a
+directory that looks complete; a checkpoint damaged later is found by its manifest, moved aside to
+`step_<n>.corrupt/` (kept, never deleted) and the previous good one is used.
 
 States are keyed by parameter name with no wrapper prefixes, whatever the backend (the engine's
 `state_dict`), so a checkpoint saved under one layout loads under any other: FSDP on 4 ranks into DDP
@@ -23,6 +25,7 @@ import torch.distributed.checkpoint as dcp
 
 from planner.errors import UserError
 from trainer.engine import Engine
+from trainer.manifest import MANIFEST, describe_files, fsync_dir, fsync_file, manifest_problem, write_manifest
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -34,17 +37,41 @@ def checkpoint_steps(root: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
 
 
-def resolve_resume(resume: str, root: Path) -> Optional[Path]:
-    """'auto': the latest checkpoint under root, if any; 'none': start fresh; else a path."""
+def resolve_resume(resume: str, root: Path, verify: bool = True) -> Optional[Path]:
+    """'auto': the latest good checkpoint under root, if any (damaged ones are moved aside with a
+    warning); 'none': start fresh; else a path, which must be good. Rank 0 decides (collective when
+    a process group exists), so every rank loads the same checkpoint."""
     if resume == "none":
         return None
-    if resume == "auto":
-        steps = checkpoint_steps(root)
-        return root / f"step_{steps[-1]}" if steps else None
-    path = Path(resume)
+    chosen: list = [None]
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        chosen[0] = _latest_good(root, verify) if resume == "auto" else _named(Path(resume), verify)
+    if dist.is_initialized():
+        dist.broadcast_object_list(chosen, src=0)
+    if isinstance(chosen[0], str) and chosen[0].startswith("error:"):
+        raise UserError(chosen[0].removeprefix("error:"))
+    return Path(chosen[0]) if chosen[0] else None
+
+
+def _named(path: Path, verify: bool) -> str:
     if not (path / ".metadata").is_file():
-        raise UserError(f"checkpoint.resume={resume}: not a checkpoint directory (no .metadata)")
-    return path
+        return f"error:checkpoint.resume={path}: not a checkpoint directory (no .metadata)"
+    problem = manifest_problem(path, verify) if (path / MANIFEST).is_file() else None
+    return f"error:checkpoint.resume={path}: {problem}" if problem else str(path)
+
+
+def _latest_good(root: Path, verify: bool) -> Optional[str]:
+    for step in reversed(checkpoint_steps(root)):
+        path = root / f"step_{step}"
+        problem = manifest_problem(path, verify)
+        if problem is None:
+            return str(path)
+        aside = root / f"step_{step}.corrupt"
+        shutil.rmtree(aside, ignore_errors=True)
+        path.rename(aside)
+        print(f"[scaleplan] warning: {path} is damaged ({problem}): moved to {aside.name}, trying the one "
+              f"before", flush=True)
+    return None
 
 
 def rng_state() -> dict:
@@ -67,30 +94,61 @@ def save_checkpoint(root: Path, step: int, engine: Engine, train_state: dict, co
     if rank == 0:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
+        (partial / "config.yaml").write_text(config_yaml)
     dist.barrier()
     model_state, optim_state = engine.state_dict()
+    # DCP's file writer fsyncs what it writes; each rank then checksums its own files, in parallel.
     dcp.save({"model": model_state, "optim": optim_state, "train": train_state}, checkpoint_id=partial)
     torch.save(rng_state(), partial / f"rng_rank{rank}.pt")
-    dist.barrier()
+    fsync_file(partial / f"rng_rank{rank}.pt")
+    mine = [f"rng_rank{rank}.pt"] + [p.name for p in partial.glob(f"__{rank}_*.distcp")]
     if rank == 0:
-        (partial / "config.yaml").write_text(config_yaml)
+        mine += [".metadata", "config.yaml"]
+    described = [None] * dist.get_world_size()
+    dist.all_gather_object(described, describe_files(partial, mine))
+    if rank == 0:
+        write_manifest(partial, {name: entry for files in described for name, entry in files.items()}, step)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
+        fsync_dir(root)
         for old in checkpoint_steps(root)[:-keep]:
             shutil.rmtree(root / f"step_{old}", ignore_errors=True)
     dist.barrier()
     return final
 
 
-def load_checkpoint(path: Path, engine: Engine, train_state: dict, rank: int) -> dict:
-    """Restore model and optimizer in place; return the saved train state (same keys as given)."""
+def load_checkpoint(path: Path, engine: Engine, train_state: dict, rank: int, model_yaml: str) -> dict:
+    """Restore model and optimizer in place; return the saved train state (same keys as given).
+    UserError (one line) for a checkpoint of another model or one that cannot be read."""
+    saved_config = path / "config.yaml"
+    if saved_config.is_file():
+        differ = model_differences(saved_config.read_text(), model_yaml)
+        if differ:
+            raise UserError(f"{path} is a checkpoint of another model ({differ}): resume it with that model, "
+                            f"or start afresh with checkpoint.resume=none and another train.name")
     # The engine's state dict has a tensor of the right shape and placement for everything saved
     # (torch's get_state_dict creates empty optimizer states first), so DCP loads into it.
     model_state, optim_state = engine.state_dict(for_loading=True)
     state = {"model": model_state, "optim": optim_state, "train": train_state}
-    dcp.load(state, checkpoint_id=path)
+    try:
+        dcp.load(state, checkpoint_id=path)
+    except Exception as error:   # DCP reports any unreadable shard as one long CheckpointException
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise UserError(f"cannot load {path}: {lines[-1] if lines else type(error).__name__}") from None
     engine.load_state_dict(state["model"], state["optim"])
     rng_file = path / f"rng_rank{rank}.pt"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: keep fresh RNG there
         set_rng_state(torch.load(rng_file, weights_only=True))
     return state["train"]
+
+
+def model_differences(saved_yaml: str, model_yaml: str) -> str:
+    """'model.d_model 64 ≠ 32, ...' between a saved config and this run's `model` section, or ''."""
+    import yaml
+
+    saved = (yaml.safe_load(saved_yaml) or {}).get("model", {})
+    current = yaml.safe_load(model_yaml) or {}
+    shape = ("arch", "n_layers", "d_model", "n_heads", "n_kv_heads", "ffn_hidden", "vocab_size", "tie_embeddings",
+             "bias", "qk_norm")
+    return ", ".join(f"model.{key} {saved.get(key)} ≠ {current.get(key)}" for key in shape
+                     if key in saved and saved.get(key) != current.get(key))

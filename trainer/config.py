@@ -36,6 +36,7 @@ class ModelConfig(Section):
     seq_len: int = Field(256, ge=2)
     tie_embeddings: bool = False
     bias: bool = False
+    qk_norm: bool = Field(False, description="RMS-normalize queries and keys per head (stabilizes attention)")
     norm_eps: float = Field(1e-5, gt=0)
     rope_theta: float = Field(10000.0, gt=0)
     init_std: float = Field(0.02, gt=0)
@@ -86,6 +87,8 @@ class TrainConfig(Section):
     sample_prompt: str = "def "
     sample_temperature: float = Field(0.7, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    deterministic: bool = Field(False, description="deterministic algorithms only: the same seed and "
+                                "layout give bitwise-identical losses")
 
     @model_validator(mode="after")
     def _one_batch_unit(self) -> "TrainConfig":
@@ -140,11 +143,44 @@ class ParallelConfig(Section):
                             "generated from this config, e.g. zero_optimization.overlap_comm=false")
 
 
+class GuardConfig(Section):
+    """Stability guards (trainer/guards.py): an update is skipped when the loss or gradient norm is
+    not finite or jumps `spike_sigma` standard deviations above the window of recent accepted steps;
+    `rollback_after` skipped steps among the last `rollback_window` roll back to the last good
+    checkpoint, past the data that was being read."""
+
+    z_loss: float = Field(1e-4, ge=0, description="coefficient of the z-loss, mean(log Z)²; 0 disables")
+    spike_sigma: float = Field(6.0, ge=0, description="skip steps this many deviations above the mean; 0 disables")
+    spike_window: int = Field(128, ge=2, description="accepted steps the mean and deviation are taken over")
+    spike_min_history: int = Field(32, ge=2, description="accepted steps before spikes are looked for")
+    rollback_after: int = Field(4, ge=0, description="skipped steps that trigger a rollback; 0 disables")
+    rollback_window: int = Field(50, ge=1, description="recent steps in which they are counted")
+    max_rollbacks: int = Field(3, ge=0, description="give up after this many rollbacks")
+    rollback_lr_factor: float = Field(1.0, gt=0, le=1, description="multiply the learning rate by this "
+                                      "at each rollback")
+    bad_batch_period: int = Field(4, ge=0, description="a window that repeats a pattern of up to this many "
+                                  "tokens is degenerate; 0 disables the filter")
+    bad_batch_fraction: float = Field(0.9, gt=0, le=1, description="... over this share of its tokens")
+
+
+class FaultConfig(Section):
+    """Fault injection, to drill the guards (tests, or before a long run): each fires once, at an
+    optimizer step, on one rank, in the first launch only (not after torchrun restarts the job)."""
+
+    nan_grad_steps: list[int] = Field(default_factory=list, description="make gradients NaN at these steps")
+    spike_steps: list[int] = Field(default_factory=list, description="scale the loss ×spike_scale at these steps")
+    spike_scale: float = Field(30.0, gt=1)
+    kill_step: Optional[int] = Field(None, ge=1, description="SIGKILL this rank after this step")
+    term_step: Optional[int] = Field(None, ge=1, description="send this process SIGTERM after this step")
+    rank: int = Field(0, ge=0, description="the rank the faults happen on")
+
+
 class CheckpointConfig(Section):
     every: int = Field(0, ge=0, description="save every N steps; 0 saves only at the end")
     keep: int = Field(2, ge=1, description="checkpoints kept on disk")
-    resume: str = Field("auto", description="'auto' (latest in the run), 'none', or a step_<n> path")
+    resume: str = Field("auto", description="'auto' (the latest good one in the run), 'none', or a step_<n> path")
     save_final: bool = True
+    verify: bool = Field(True, description="check every file's checksum against the manifest before loading")
 
 
 class LogConfig(Section):
@@ -161,6 +197,8 @@ class Config(Section):
     precision: PrecisionConfig = PrecisionConfig()
     parallel: ParallelConfig = ParallelConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    guards: GuardConfig = GuardConfig()
+    faults: FaultConfig = FaultConfig()
     log: LogConfig = LogConfig()
 
     @model_validator(mode="before")

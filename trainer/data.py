@@ -12,7 +12,7 @@ import json
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -126,32 +126,90 @@ class TokenData:
                                 f"model.seq_len + 1 = {seq_len + 1}")
 
 
+@dataclass(frozen=True)
+class BatchFilter:
+    """Degenerate windows the loader skips: token ids beyond the vocabulary, or a pattern of up to
+    `max_period` tokens repeated over more than `max_fraction` of the window (a run of one
+    character, a line drawn with '/'), which can spike the loss."""
+
+    vocab_size: int
+    max_period: int = 4
+    max_fraction: float = 0.9
+
+    def problem(self, window: np.ndarray) -> Optional[str]:
+        """Why `window` is degenerate, or None."""
+        if int(window.max()) >= self.vocab_size:
+            return f"token id {int(window.max())} >= vocab {self.vocab_size}"
+        for period in range(1, self.max_period + 1):
+            if float(np.mean(window[period:] == window[:-period])) > self.max_fraction:
+                return f"a pattern of {period} token(s) repeated"
+        return None
+
+
+MAX_REDRAWS = 32   # a degenerate window is replaced by another draw, this many times at most
+
+
 class WindowSampler:
     """Random windows of seq_len + 1 tokens, fixed by (seed, step): step s draws `global_batch`
     start offsets; data-parallel rank r takes the r-th contiguous slice of them, so no two ranks
-    read the same window in a step, and together they read exactly what one process would."""
+    read the same window in a step, and together they read exactly what one process would.
+
+    With a `BatchFilter`, a degenerate window is replaced by one drawn from (seed, step, its index in
+    the global batch, attempt): the replacement too does not depend on the number of ranks. Each
+    replacement is kept in `skipped` (step, offset, reason) until the loop collects it."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int, global_batch: int, dp_rank: int,
-                 dp_size: int, seed: int):
+                 dp_size: int, seed: int, batch_filter: Optional[BatchFilter] = None):
         self.tokens, self.seq_len = tokens, seq_len
         self.global_batch, self.dp_rank, self.dp_size, self.seed = global_batch, dp_rank, dp_size, seed
+        self.batch_filter = batch_filter
         self.step = 0
+        self.skipped: list[dict] = []
+
+    def _high(self) -> int:
+        return self.tokens.size - self.seq_len - 1
+
+    def global_offsets(self, step: int) -> np.ndarray:
+        """Start offsets of every window of step `step`, over all ranks."""
+        return np.random.default_rng([self.seed, step]).integers(0, self._high(), size=self.global_batch)
 
     def offsets(self, step: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, step])
-        all_offsets = rng.integers(0, self.tokens.size - self.seq_len - 1, size=self.global_batch)
+        """This rank's slice of them."""
         per_rank = self.global_batch // self.dp_size
-        return all_offsets[self.dp_rank * per_rank:(self.dp_rank + 1) * per_rank]
+        return self.global_offsets(step)[self.dp_rank * per_rank:(self.dp_rank + 1) * per_rank]
+
+    def _window(self, offset: int) -> np.ndarray:
+        return np.asarray(self.tokens[offset:offset + self.seq_len + 1])
+
+    def _checked(self, step: int, index: int, offset: int) -> np.ndarray:
+        """The window at `offset`, or the first good redraw for global batch slot `index`."""
+        window = self._window(offset)
+        if self.batch_filter is None:
+            return window
+        for attempt in range(MAX_REDRAWS):
+            reason = self.batch_filter.problem(window)
+            if reason is None:
+                return window
+            self.skipped.append({"step": step, "offset": int(offset), "reason": reason})
+            offset = int(np.random.default_rng([self.seed, step, index, attempt + 1]).integers(0, self._high()))
+            window = self._window(offset)
+        return window   # the data is degenerate nearly everywhere: train on it rather than stall
 
     def micro_batches(self, micro_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's (inputs, targets) for the current step, micro_batch sequences at a time;
         advances to the next step when exhausted."""
-        offsets = self.offsets(self.step)
+        step, offsets = self.step, self.offsets(self.step)
         self.step += 1
+        first = self.dp_rank * len(offsets)
         for start in range(0, len(offsets), micro_batch):
-            rows = [self.tokens[o:o + self.seq_len + 1] for o in offsets[start:start + micro_batch]]
+            rows = [self._checked(step, first + start + i, o) for i, o in enumerate(offsets[start:start + micro_batch])]
             window_BT = torch.from_numpy(np.stack(rows).astype(np.int64))
             yield window_BT[:, :-1], window_BT[:, 1:]
+
+    def take_skipped(self) -> list[dict]:
+        """The degenerate windows replaced since the last call."""
+        skipped, self.skipped = self.skipped, []
+        return skipped
 
     def state_dict(self) -> dict:
         return {"step": self.step, "seed": self.seed}

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Protocol
+from typing import Callable, ContextManager, Optional, Protocol
 
 import torch
 import torch.nn as nn
@@ -17,13 +17,18 @@ from parallel.held_memory import storage_bytes
 from trainer.precision import Precision
 
 
+# Given the global gradient norm (device tensor), whether to skip this update (bool device tensor).
+Decide = Callable[[torch.Tensor], torch.Tensor]
+
+
 class Engine(Protocol):
     module: nn.Module   # what forward runs on: training, evaluation and sampling (collective when sharded)
 
     def accumulate(self, last: bool) -> ContextManager: ...
     def autocast(self) -> ContextManager: ...
     def backward(self, loss: torch.Tensor) -> None: ...
-    def step(self, grad_clip: float, measure: bool = False) -> torch.Tensor: ...
+    def step(self, grad_clip: float, measure: bool = False,
+             decide: Optional[Decide] = None) -> tuple[torch.Tensor, torch.Tensor]: ...
     def set_lr(self, lr: float) -> None: ...
     def state_dict(self, for_loading: bool = False) -> tuple[dict, dict]: ...
     def load_state_dict(self, model_state: dict, optim_state: dict) -> None: ...
@@ -57,20 +62,32 @@ class TorchEngine:
     def backward(self, loss: torch.Tensor) -> None:
         self.precision.backward(loss)
 
-    def step(self, grad_clip: float, measure: bool = False) -> torch.Tensor:
-        """Unscale, clip, step (skipped by the loss scaler on overflow), zero gradients; returns
-        the global gradient norm before clipping, on device. `measure`: count the model-state
-        bytes while gradients and optimizer states are both alive (the step's peak)."""
+    def step(self, grad_clip: float, measure: bool = False,
+             decide: Optional[Decide] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unscale, clip, step unless `decide` says skip, zero gradients; returns the global gradient
+        norm before clipping and the skip flag, on device. `measure`: count the model-state bytes
+        while gradients and optimizer states are both alive (the step's peak)."""
         self.precision.unscale(self.optimizer)
         max_norm = grad_clip if grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
         if isinstance(grad_norm, DTensor):
             grad_norm = grad_norm.full_tensor()
-        self.precision.step(self.optimizer)
+        skip = decide(grad_norm) if decide is not None else torch.zeros((), dtype=torch.bool, device=grad_norm.device)
+        if self.precision.scaler is not None:
+            # fp16: the loss scaler reads its overflow flag back anyway; a skipped step only updates the scale
+            if bool(skip):
+                self.precision.scaler.update()
+            else:
+                self.precision.step(self.optimizer)
+        else:
+            # The fused AdamW leaves weights, moments and step count untouched where found_inf is
+            # set: a skip without reading anything back to the host.
+            self.optimizer.found_inf = skip.to(torch.float32)
+            self.optimizer.step()
         if measure:
             self.model_state_bytes = self.held_bytes()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+        return grad_norm, skip
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

@@ -20,6 +20,7 @@ from trainer.evaluate import validation_loss
 from trainer.metrics import MetricsWriter, peak_flops_per_device, peak_memory_gib
 from trainer.optim import lr_at
 from trainer.runs_table import append_run
+from trainer.recovery import after_step_faults, gather_events, injected_fault, roll_back, stop_requested
 from trainer.runtime import Runtime
 from trainer.step import train_step
 from trainer.tokenizer import load_tokenizer
@@ -31,10 +32,22 @@ class RunResult:
     step: int
     val_loss: Optional[float]   # None when there was nothing left to train
     sample: str
+    preempted: bool = False     # stopped by a signal, with a checkpoint to resume from
 
 
-def train(cfg: Config, runtime: Runtime) -> RunResult:
-    """Train to cfg.train.steps, or for cfg.train.stop_after steps of this invocation."""
+class StopSignal:
+    """Set by a signal handler (launch/ installs it for SIGTERM and SIGUSR1); read once per step."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+
+    def __call__(self, signum: int, frame=None) -> None:
+        self.received = signum
+
+
+def train(cfg: Config, runtime: Runtime, signals: Optional[StopSignal] = None) -> RunResult:
+    """Train to cfg.train.steps, or for cfg.train.stop_after steps of this invocation, or until a
+    stop signal (then save and return `preempted`)."""
     run = build_run(cfg, runtime)
     announce(run)
     if run.step >= cfg.train.steps:
@@ -42,35 +55,91 @@ def train(cfg: Config, runtime: Runtime) -> RunResult:
     stop = min(cfg.train.steps, run.step + (cfg.train.stop_after or cfg.train.steps))
     metrics = MetricsWriter(run.run_dir, runtime.is_main, cfg.log.tensorboard)
     rate = ThroughputMeter(cfg, runtime, run.step)
-    val_loss = None
+    val_loss, events = None, EventLog(run)
     if run.step == 0:
         val_loss = evaluate(run)
         metrics.write(0, {"val_loss": val_loss})
     progress = tqdm(total=cfg.train.steps, initial=run.step, unit="step", dynamic_ncols=True,
                     disable=not (runtime.is_main and cfg.log.progress))
     while run.step < stop:
-        lr = lr_at(run.step, cfg.train.steps, cfg.optim)
+        lr = lr_at(run.step, cfg.train.steps, cfg.optim) * run.lr_scale
         run.engine.set_lr(lr)
         logs = (run.step + 1) % cfg.log.every == 0 or run.step + 1 == stop
-        loss, grad_norm = train_step(run.engine, run.sampler.micro_batches(cfg.parallel.micro_batch), run.n_micro,
-                                     cfg.optim.grad_clip, runtime.device, measure=logs)
+        data_step = run.sampler.step
+        loss, grad_norm, skipped = train_step(
+            run.engine, run.sampler.micro_batches(cfg.parallel.micro_batch), run.n_micro, cfg.optim.grad_clip,
+            runtime.device, z_loss=cfg.guards.z_loss, guard=run.guard, measure=logs,
+            fault=injected_fault(run, data_step))
         run.step += 1
+        events.note_step(run.step, data_step, skipped)
         progress.update(1)
         if logs:
-            dist.all_reduce(loss)  # a SUM (gloo has no AVG); the only host sync, on log steps
+            dist.all_reduce(loss)  # a SUM (gloo has no AVG); host syncs happen on log steps only
             record = {"loss": loss.item() / runtime.world_size, "lr": lr, "grad_norm": grad_norm.item(),
-                      **rate.measure(run.step), "model_states_gib": model_states_gib(run)}
+                      **rate.measure(run.step), "model_states_gib": model_states_gib(run), **events.flush(metrics)}
             if run.step % cfg.train.eval_every == 0 or run.step == stop:
                 record["val_loss"] = val_loss = evaluate(run)
             metrics.write(run.step, record)
             progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
-        if (cfg.checkpoint.every and run.step % cfg.checkpoint.every == 0) or (
-                run.step == stop and (cfg.checkpoint.save_final or stop < cfg.train.steps)):
-            save_checkpoint(run.checkpoint_root, run.step, run.engine, run.train_state(), cfg.to_yaml(),
-                            runtime.rank, cfg.checkpoint.keep)
+            if run.guard.wants_rollback():
+                metrics.write(run.step, {"event": "rollback", "message": say(run, roll_back(run))})
+                continue
+        saved = (cfg.checkpoint.every and run.step % cfg.checkpoint.every == 0) or (
+            run.step == stop and (cfg.checkpoint.save_final or stop < cfg.train.steps))
+        if saved:
+            save(run)
+        after_step_faults(run)
+        if stop_requested(run, bool(signals and signals.received)):
+            if not saved:
+                save(run)
+            metrics.write(run.step, {"event": "preempted", "message": say(run, f"stopped by a signal at step "
+                                                                                f"{run.step}, checkpoint saved")})
+            progress.close()
+            metrics.close()
+            return RunResult(run.run_dir, run.step, val_loss, "", preempted=True)
     progress.close()
     metrics.close()
     return finish(run, val_loss)
+
+
+def save(run: Run) -> None:
+    save_checkpoint(run.checkpoint_root, run.step, run.engine, run.train_state(), run.cfg.to_yaml(),
+                    run.runtime.rank, run.cfg.checkpoint.keep)
+
+
+def say(run: Run, message: str) -> str:
+    if run.runtime.is_main:
+        print(f"[scaleplan] {message}", flush=True)
+    return message
+
+
+class EventLog:
+    """Skipped updates and degenerate windows, kept on device / per rank between log steps and
+    written to metrics.jsonl (with the step and the data offsets) on the next log step."""
+
+    def __init__(self, run: Run):
+        self.run, self.pending = run, []
+        self.skipped_updates = int(run.guard.skipped)
+        self.bad_windows = 0
+
+    def note_step(self, step: int, data_step: int, skipped: torch.Tensor) -> None:
+        self.pending.append((step, data_step, skipped))
+
+    def flush(self, metrics: MetricsWriter) -> dict:
+        """Write the events since the last log step; return the running counts for the record."""
+        flags = torch.stack([skipped for _, _, skipped in self.pending]).tolist() if self.pending else []
+        sampler = self.run.sampler
+        for (step, data_step, _), skipped in zip(self.pending, flags):
+            if skipped:
+                self.skipped_updates += 1
+                metrics.write(step, {"event": "skipped_update", "data_step": data_step,
+                                     "offsets": sampler.global_offsets(data_step).tolist()})
+        self.pending = []
+        windows = gather_events(self.run, sampler.take_skipped())
+        for window in windows:
+            metrics.write(window["step"] + 1, {"event": "bad_window", **window})
+        self.bad_windows += len(windows)
+        return {"skipped_updates": self.skipped_updates, "bad_windows": self.bad_windows}
 
 
 def announce(run: Run) -> None:

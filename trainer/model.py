@@ -55,12 +55,17 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.d_model, kv_dim, bias=cfg.bias)
         self.wv = nn.Linear(cfg.d_model, kv_dim, bias=cfg.bias)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        # QK-norm (Dehghani et al. 2023): bounded attention logits, whatever the weights' growth
+        self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, T, _ = x_BTD.shape
         q = self.wq(x_BTD).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x_BTD).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.wv(x_BTD).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         out_BNTH = F.scaled_dot_product_attention(
@@ -140,8 +145,10 @@ class Transformer(nn.Module):
             self.rope_cos.copy_(cos)
             self.rope_sin.copy_(sin)
 
-    def forward(self, idx_BT: torch.Tensor, targets_BT: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V), or the mean next-token cross-entropy when targets are given."""
+    def forward(self, idx_BT: torch.Tensor, targets_BT: torch.Tensor | None = None,
+                z_loss: float = 0.0) -> torch.Tensor:
+        """Logits (B, T, V), or the mean next-token cross-entropy when targets are given, plus
+        `z_loss` × mean(log Z)² (PaLM, Chowdhery et al. 2022: keeps the softmax normalizer near 1)."""
         T = idx_BT.shape[1]
         x_BTD = self.tok_embeddings(idx_BT)
         if self.pos_embeddings is not None:
@@ -152,7 +159,11 @@ class Transformer(nn.Module):
         logits_BTV = self.output(self.norm(x_BTD))
         if targets_BT is None:
             return logits_BTV
-        return F.cross_entropy(logits_BTV.float().view(-1, logits_BTV.shape[-1]), targets_BT.reshape(-1))
+        logits_NV = logits_BTV.float().view(-1, logits_BTV.shape[-1])   # the loss in fp32
+        loss = F.cross_entropy(logits_NV, targets_BT.reshape(-1))
+        if z_loss:
+            loss = loss + z_loss * torch.logsumexp(logits_NV, dim=-1).pow(2).mean()
+        return loss
 
     @torch.no_grad()
     def generate(self, idx_BT: torch.Tensor, new_tokens: int, temperature: float = 0.8,

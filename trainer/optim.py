@@ -9,7 +9,7 @@ import torch.nn as nn
 from trainer.config import OptimConfig
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW; norms, biases and other 1-D parameters get no weight decay (it would pull gains to 0)."""
     decay, no_decay = [], []
     for param in model.parameters():
@@ -17,8 +17,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str) -> tor
             (decay if param.dim() >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                             fused=device_type == "cuda")
+    # Fused on every device: one kernel per step, and it can skip an update flagged on device
+    # (`found_inf`) without a host sync, which the stability guards rely on.
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
 
 
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:

@@ -15,6 +15,7 @@ class Runtime:
     world_size: int
     local_rank: int
     device: torch.device
+    restart_count: int = 0   # how often torchrun has restarted the job (faults fire in the first launch only)
 
     @property
     def is_main(self) -> bool:

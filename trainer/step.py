@@ -1,27 +1,44 @@
 """One optimizer step over a list of micro-batches: the unit the loop repeats."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
+import torch.distributed as dist
 
 from trainer.engine import Engine
+from trainer.guards import SpikeGuard
+
+StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # (loss on this rank, grad norm, skipped)
 
 
 def train_step(engine: Engine, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_micro: int,
-               grad_clip: float, device: torch.device, measure: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accumulate gradients over `n_micro` micro-batches, clip, step. Returns (mean loss on this
-    rank, global grad norm) as device tensors: no host synchronization here.
+               grad_clip: float, device: torch.device, *, z_loss: float = 0.0, guard: Optional[SpikeGuard] = None,
+               measure: bool = False, fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> StepResult:
+    """Accumulate gradients over `n_micro` micro-batches, clip, and step unless the guard skips the
+    update. Returns (mean loss on this rank, global grad norm, skipped) as device tensors: no host
+    synchronization here.
 
     The engine reduces gradients across data-parallel ranks once per step where its backend allows
-    (`accumulate(last)` tells it which micro-batch is the last).
+    (`accumulate(last)` tells it which micro-batch is the last). `fault` (fault injection) may
+    rewrite each micro-batch's loss before its backward.
     """
     loss_sum = torch.zeros((), device=device)
     for index, (inputs_BT, targets_BT) in enumerate(micro_batches):
         with engine.accumulate(last=index == n_micro - 1):
             with engine.autocast():
                 loss = engine.module(inputs_BT.to(device, non_blocking=True),
-                                     targets_BT.to(device, non_blocking=True)) / n_micro
+                                     targets_BT.to(device, non_blocking=True), z_loss=z_loss) / n_micro
+            if fault is not None:
+                loss = fault(loss)
             engine.backward(loss)
         loss_sum += loss.detach()
-    return loss_sum, engine.step(grad_clip, measure)
+    decide = None
+    if guard is not None:
+        global_loss = loss_sum.clone()
+        if dist.is_initialized():
+            dist.all_reduce(global_loss)   # a SUM (gloo has no AVG)
+            global_loss /= dist.get_world_size()
+        decide = lambda grad_norm: guard.check(global_loss, grad_norm)  # noqa: E731
+    grad_norm, skipped = engine.step(grad_clip, measure, decide)
+    return loss_sum, grad_norm, skipped
