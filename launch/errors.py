@@ -24,7 +24,9 @@ def describe_validation_error(error: ValidationError) -> str:
             parts.append(f"missing key '{path}'")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            parts.append(f"{path}={item.get('input')!r}: {message}")
+            given = item.get("input")
+            # a whole section as the input (a validator of the section) says nothing the message does not
+            parts.append(f"{path}: {message}" if isinstance(given, (dict, list)) else f"{path}={given!r}: {message}")
     return "; ".join(parts)
 
 
@@ -47,6 +49,8 @@ def run_guarded(prog: str, action: Callable[[], int]) -> int:
         fail(prog, f"no such file: {error.filename or error}")
     except (PermissionError, IsADirectoryError, NotADirectoryError) as error:
         fail(prog, f"{error.strerror}: {error.filename}")
+    except UnicodeDecodeError as error:   # a reader that did not say which file: still one line
+        fail(prog, f"a file is not UTF-8 text (byte {error.start}): save it as UTF-8")
     except BrokenPipeError:  # output piped into `head` and the reader left: not an error of ours
         sys.stderr.close()
         return 0

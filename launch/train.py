@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from launch.errors import OneLineParser, run_guarded  # noqa: E402
 
 PROG = "launch/train.py"
-PREEMPTED = 75   # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run again to resume
 
 
 def build_parser() -> OneLineParser:
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace, environ) -> int:
     import torch.distributed as dist
 
     from trainer.data import TokenData
-    from trainer.loop import StopSignal, train
+    from trainer.loop import PREEMPTED, StopSignal, train
     from trainer.runtime import Runtime, pick_device
 
     TokenData.open(cfg.data.dir).check_fits(cfg.model.vocab_size, cfg.model.seq_len)
@@ -86,15 +85,10 @@ def run(args: argparse.Namespace, environ) -> int:
     signals = StopSignal()
     for signum in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, signals)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if "MASTER_ADDR" in environ:
-        dist.init_process_group(backend)
-    else:  # a plain `python launch/train.py`: a one-process group of our own
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    if runtime.is_main:
-        write_plan(cfg, world_size, device, args.gpus_per_node)
+    init_distributed("nccl" if device.type == "cuda" else "gloo", runtime, environ)
+    plan = planned(cfg, world_size, device, args.gpus_per_node) if runtime.is_main else None
     try:
-        result = train(cfg, runtime, signals)
+        result = train(cfg, runtime, signals, plan)
     finally:
         dist.destroy_process_group()
     if result.preempted:
@@ -107,28 +101,43 @@ def run(args: argparse.Namespace, environ) -> int:
     return 0
 
 
-def write_plan(cfg, world_size: int, device, gpus_per_node: int) -> None:
-    """runs/<name>/plan.json: the planner's memory and speed prediction for this very run, to set
-    beside what metrics.jsonl measures. Planned for the GPU in use, or h100-sxm on a CPU."""
-    import json
+def init_distributed(backend: str, runtime, environ) -> None:
+    """The default process group, under torchrun or (a plain `python launch/train.py`) on its own.
 
+    Under torchrun the group's keys go under a prefix per restart: after `--max-restarts` restarts
+    the job, gloo would otherwise read the dead workers' addresses from the agent's store and hang.
+    """
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    if "MASTER_ADDR" not in environ:
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+        return
+    agent_store = environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(environ["MASTER_ADDR"], int(environ["MASTER_PORT"]), runtime.world_size,
+                          is_master=not agent_store and runtime.rank == 0, timeout=timedelta(minutes=10))
+    store = dist.PrefixStore(f"scaleplan/attempt_{runtime.restart_count}", store)
+    dist.init_process_group(backend, store=store, rank=runtime.rank, world_size=runtime.world_size)
+
+
+def planned(cfg, world_size: int, device, gpus_per_node: int) -> Optional[dict]:
+    """The planner's memory and speed prediction for this very run, which the trainer writes to
+    runs/<name>/plan.json beside what metrics.jsonl measures. Planned for the GPU in use, or
+    h100-sxm on a CPU; None (with a line saying why) where the planner cannot plan it."""
     import torch
 
     from launch.layout_inputs import config_plan_json
-    from planner.hardware import identify
-    from trainer.build import run_directory
-
     from planner.errors import UserError
+    from planner.hardware import identify
 
     gpu = identify(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     try:
-        plan = config_plan_json(cfg, world_size, gpu.id if gpu else None, gpus_per_node)
+        return {"gpu": gpu.id if gpu else None, **config_plan_json(cfg, world_size, gpu.id if gpu else None,
+                                                                     gpus_per_node)}
     except UserError as error:  # a plan is advice: never a reason not to train
         print(f"[scaleplan] no plan.json: {error}", flush=True)
-        return
-    run_dir = run_directory(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "plan.json").write_text(json.dumps({"gpu": gpu.id if gpu else None, **plan}, indent=1) + "\n")
+        return None
 
 
 if __name__ == "__main__":

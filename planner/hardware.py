@@ -110,12 +110,13 @@ def load_catalog(path: Optional[str] = None) -> dict[str, GPU]:
     import yaml
 
     from planner.errors import UserError
+    from planner.user_files import read_text
 
     file = Path(path)
     if not file.is_file():
         raise UserError(f"GPU catalog file not found: {path}")
     try:
-        loaded = yaml.safe_load(file.read_text()) or {}
+        loaded = yaml.safe_load(read_text(file, "GPU catalog")) or {}
     except yaml.YAMLError:
         raise UserError(f"GPU catalog {path} is not valid YAML") from None
     if not isinstance(loaded, dict):

@@ -54,18 +54,24 @@ def write_tiny_corpus(directory: Path) -> Path:
 
 
 def run_train(args: list[str], nproc: int = 1, cwd: Path | None = None, check: bool = True,
-              timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+              timeout: int = 300, env: dict | None = None, torchrun: tuple = ()) -> subprocess.CompletedProcess:
     """`python launch/train.py ...` for one process, `torchrun --nproc_per_node=N ...` for more."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     if nproc == 1:
         command = [sys.executable, str(TRAIN), *args]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={nproc}", str(TRAIN), *args]
+                   f"--nproc_per_node={nproc}", *torchrun, str(TRAIN), *args]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    """The `kind` events of metrics.jsonl (skipped_update, bad_window, rollback, preempted)."""
+    records = (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    return [r for r in records if r.get("event") == kind]
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:

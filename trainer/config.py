@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.errors import UserError
 from planner.model_spec import ModelSpec
+from planner.user_files import read_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = REPO_ROOT / "configs"
@@ -153,6 +154,10 @@ class GuardConfig(Section):
     spike_sigma: float = Field(6.0, ge=0, description="skip steps this many deviations above the mean; 0 disables")
     spike_window: int = Field(128, ge=2, description="accepted steps the mean and deviation are taken over")
     spike_min_history: int = Field(32, ge=2, description="accepted steps before spikes are looked for")
+    spike_min_loss_jump: float = Field(0.05, ge=0, description="and a spike is at least this far above the "
+                                       "mean loss, relatively (a flat curve has a tiny deviation)")
+    spike_min_norm_jump: float = Field(1.0, ge=0, description="... and this far above the mean gradient norm "
+                                       "(it grows during warmup)")
     rollback_after: int = Field(4, ge=0, description="skipped steps that trigger a rollback; 0 disables")
     rollback_window: int = Field(50, ge=1, description="recent steps in which they are counted")
     max_rollbacks: int = Field(3, ge=0, description="give up after this many rollbacks")
@@ -170,6 +175,8 @@ class FaultConfig(Section):
     nan_grad_steps: list[int] = Field(default_factory=list, description="make gradients NaN at these steps")
     spike_steps: list[int] = Field(default_factory=list, description="scale the loss ×spike_scale at these steps")
     spike_scale: float = Field(30.0, gt=1)
+    skip_steps: list[int] = Field(default_factory=list, description="skip the update at these steps, as the "
+                                  "guards do (a reference for the other faults)")
     kill_step: Optional[int] = Field(None, ge=1, description="SIGKILL this rank after this step")
     term_step: Optional[int] = Field(None, ge=1, description="send this process SIGTERM after this step")
     rank: int = Field(0, ge=0, description="the rank the faults happen on")
@@ -252,10 +259,16 @@ class Config(Section):
 
 
 def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise UserError(f"config {path} is a directory: give a YAML file, e.g. configs/default.yaml")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    text = read_text(path, "config")
+    if not text.strip():
+        raise UserError(f"config {path} is empty: give a preset (configs/*.yaml), or leave out --config "
+                        f"for the defaults")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""

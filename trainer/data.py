@@ -21,6 +21,7 @@ from planner.errors import UserError
 from trainer.tokenizer import Tokenizer
 
 SPLITS = ("train", "val")
+FULL_SCAN_TOKENS = 2**27   # token files up to this size are checked whole for ids beyond the vocabulary
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -106,6 +107,7 @@ class TokenData:
         try:
             meta = json.loads(meta_path.read_text())
             dtype = np.dtype(meta["dtype"])
+            int(meta["vocab_size"]), dict(meta.get("tokens") or {})
         except (ValueError, KeyError, TypeError) as error:
             raise UserError(f"{meta_path} is not a scaleplan data header: {error}") from None
         arrays = {}
@@ -113,7 +115,15 @@ class TokenData:
             path = directory / f"{split}.bin"
             if not path.is_file():
                 raise UserError(f"data file missing: {path}")
-            arrays[split] = np.memmap(path, dtype=dtype, mode="r")
+            size = path.stat().st_size
+            if size % dtype.itemsize:
+                raise UserError(f"{path} has {size} bytes, not a whole number of {dtype.name} tokens: it was cut "
+                                f"short; run `scaleplan prepare` again")
+            expected = (meta.get("tokens") or {}).get(split)
+            if expected is not None and size // dtype.itemsize != expected:
+                raise UserError(f"{path} holds {size // dtype.itemsize} tokens but {meta_path.name} says {expected}: "
+                                f"the files are from different preparations; run `scaleplan prepare` again")
+            arrays[split] = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype)
         return cls(meta, arrays["train"], arrays["val"])
 
     def check_fits(self, vocab_size: int, seq_len: int) -> None:
@@ -121,9 +131,16 @@ class TokenData:
             raise UserError(f"data vocabulary {self.meta['vocab_size']} is larger than "
                             f"model.vocab_size {vocab_size}")
         for split in SPLITS:
-            if getattr(self, split).size <= seq_len + 1:
-                raise UserError(f"{split} split has {getattr(self, split).size} tokens, fewer than "
+            tokens = getattr(self, split)
+            if tokens.size <= seq_len + 1:
+                raise UserError(f"{split} split has {tokens.size} tokens, fewer than "
                                 f"model.seq_len + 1 = {seq_len + 1}")
+            # Small splits are read whole; large ones sampled (the loader skips bad windows anyway).
+            sample = tokens if tokens.size <= FULL_SCAN_TOKENS else tokens[::tokens.size // FULL_SCAN_TOKENS + 1]
+            largest = int(sample.max())
+            if largest >= self.meta["vocab_size"]:
+                raise UserError(f"{split}.bin: token id {largest} is beyond the vocabulary of {self.meta['vocab_size']} "
+                                f"in meta.json: the data and its header disagree; run `scaleplan prepare` again")
 
 
 @dataclass(frozen=True)

@@ -73,16 +73,20 @@ class TorchEngine:
         if isinstance(grad_norm, DTensor):
             grad_norm = grad_norm.full_tensor()
         skip = decide(grad_norm) if decide is not None else torch.zeros((), dtype=torch.bool, device=grad_norm.device)
-        if self.precision.scaler is not None:
+        if decide is None:
+            self.precision.step(self.optimizer)
+        elif self.precision.scaler is not None:
             # fp16: the loss scaler reads its overflow flag back anyway; a skipped step only updates the scale
             if bool(skip):
                 self.precision.scaler.update()
             else:
                 self.precision.step(self.optimizer)
-        else:
+        elif self.optimizer.defaults.get("fused"):
             # The fused AdamW leaves weights, moments and step count untouched where found_inf is
             # set: a skip without reading anything back to the host.
             self.optimizer.found_inf = skip.to(torch.float32)
+            self.optimizer.step()
+        elif not bool(skip):   # other optimizers: one host read
             self.optimizer.step()
         if measure:
             self.model_state_bytes = self.held_bytes()

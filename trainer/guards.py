@@ -2,7 +2,8 @@
 
 A step is skipped when its loss or gradient norm is not finite, or jumps above the rolling mean by
 more than `spike_sigma` standard deviations of the last `spike_window` accepted steps (after
-`spike_min_history` of them). Inputs are the global mean loss and the global gradient norm, the same
+`spike_min_history` of them) and by at least `spike_min_loss_jump` / `spike_min_norm_jump` of the
+mean, relatively (a flat curve's tiny deviation would otherwise flag noise). Inputs are the global mean loss and the global gradient norm, the same
 on every rank, and the flag is all-reduced anyway, so no rank ever applies an update another skips.
 Nothing here reads a value back to the host: the step is skipped inside the fused optimizer
 (`found_inf`). The window is part of the checkpoint, so a resumed run is guarded from its first step.
@@ -36,7 +37,9 @@ class SpikeGuard:
         held = (torch.arange(window, device=values.device) < n).to(self.history.dtype)
         mean = (self.history * held).sum(1) / n.clamp(min=1)
         var = ((self.history - mean[:, None]) ** 2 * held).sum(1) / (n - 1).clamp(min=1)
-        limit = mean + self.cfg.spike_sigma * var.sqrt()
+        jump = torch.tensor([self.cfg.spike_min_loss_jump, self.cfg.spike_min_norm_jump], device=values.device,
+                            dtype=mean.dtype)
+        limit = torch.maximum(mean + self.cfg.spike_sigma * var.sqrt(), mean * (1 + jump))
         return (n >= self.cfg.spike_min_history) & (values > limit).any()
 
     def check(self, loss: torch.Tensor, grad_norm: torch.Tensor, force: bool = False) -> torch.Tensor:

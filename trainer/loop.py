@@ -2,6 +2,9 @@
 in the runs table. Construction lives in trainer/build.py."""
 from __future__ import annotations
 
+import json
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,21 +38,41 @@ class RunResult:
     preempted: bool = False     # stopped by a signal, with a checkpoint to resume from
 
 
+PREEMPTED = 75   # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run again to resume
+
+
 class StopSignal:
-    """Set by a signal handler (launch/ installs it for SIGTERM and SIGUSR1); read once per step."""
+    """A signal handler (launch/ installs it for SIGTERM and SIGUSR1): the loop finishes its step,
+    saves and returns. A rank blocked in a collective (a peer died) never gets there, so unless the
+    loop takes the request within two step times (10 s at least) the process exits by itself, and a
+    second signal exits at once: torchrun restarts the job without waiting for its own time-out."""
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
+        self.taken = False
+        self.step_seconds = 30.0   # the loop keeps it current
 
     def __call__(self, signum: int, frame=None) -> None:
+        if self.received is not None:
+            os._exit(PREEMPTED)
         self.received = signum
+        threading.Thread(target=self._watchdog, daemon=True).start()
+
+    def _watchdog(self) -> None:
+        deadline = time.monotonic() + max(10.0, 2 * self.step_seconds)
+        while time.monotonic() < deadline:
+            if self.taken:
+                return
+            time.sleep(0.05)
+        os._exit(PREEMPTED)
 
 
-def train(cfg: Config, runtime: Runtime, signals: Optional[StopSignal] = None) -> RunResult:
+def train(cfg: Config, runtime: Runtime, signals: Optional[StopSignal] = None,
+          plan: Optional[dict] = None) -> RunResult:
     """Train to cfg.train.steps, or for cfg.train.stop_after steps of this invocation, or until a
-    stop signal (then save and return `preempted`)."""
+    stop signal (then save and return `preempted`). `plan`: the planner's prediction, for plan.json."""
     run = build_run(cfg, runtime)
-    announce(run)
+    announce(run, plan)
     if run.step >= cfg.train.steps:
         return RunResult(run.run_dir, run.step, None, "")
     stop = min(cfg.train.steps, run.step + (cfg.train.stop_after or cfg.train.steps))
@@ -69,7 +92,7 @@ def train(cfg: Config, runtime: Runtime, signals: Optional[StopSignal] = None) -
         loss, grad_norm, skipped = train_step(
             run.engine, run.sampler.micro_batches(cfg.parallel.micro_batch), run.n_micro, cfg.optim.grad_clip,
             runtime.device, z_loss=cfg.guards.z_loss, guard=run.guard, measure=logs,
-            fault=injected_fault(run, data_step))
+            fault=injected_fault(run, data_step), force_skip=data_step + 1 in cfg.faults.skip_steps)
         run.step += 1
         events.note_step(run.step, data_step, skipped)
         progress.update(1)
@@ -89,7 +112,11 @@ def train(cfg: Config, runtime: Runtime, signals: Optional[StopSignal] = None) -
         if saved:
             save(run)
         after_step_faults(run)
+        if signals is not None:
+            signals.step_seconds = rate.last_step_seconds()
         if stop_requested(run, bool(signals and signals.received)):
+            if signals is not None:
+                signals.taken = True
             if not saved:
                 save(run)
             metrics.write(run.step, {"event": "preempted", "message": say(run, f"stopped by a signal at step "
@@ -142,11 +169,15 @@ class EventLog:
         return {"skipped_updates": self.skipped_updates, "bad_windows": self.bad_windows}
 
 
-def announce(run: Run) -> None:
+def announce(run: Run, plan: Optional[dict]) -> None:
+    """Once the run is built (its checkpoint, if any, loaded): its config and plan in the run
+    directory, and a line saying what runs."""
     cfg, runtime = run.cfg, run.runtime
     if runtime.is_main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "config.yaml").write_text(cfg.to_yaml())
+        if plan is not None:
+            (run.run_dir / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
         if run.step >= cfg.train.steps:
             print(f"[scaleplan] {run.run_dir} is already complete at step {run.step}", flush=True)
         else:
@@ -180,6 +211,10 @@ class ThroughputMeter:
         self.peak_total = peak * runtime.world_size if peak else None
         self.device = runtime.device
         self.last_time, self.last_step = time.perf_counter(), start_step
+
+    def last_step_seconds(self) -> float:
+        """Seconds since the last measurement (an upper bound on one step's time once a step ran)."""
+        return time.perf_counter() - self.last_time
 
     def measure(self, step: int) -> dict:
         now = time.perf_counter()

@@ -14,14 +14,15 @@ StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # (loss on this r
 
 def train_step(engine: Engine, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_micro: int,
                grad_clip: float, device: torch.device, *, z_loss: float = 0.0, guard: Optional[SpikeGuard] = None,
-               measure: bool = False, fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> StepResult:
+               measure: bool = False, fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+               force_skip: bool = False) -> StepResult:
     """Accumulate gradients over `n_micro` micro-batches, clip, and step unless the guard skips the
     update. Returns (mean loss on this rank, global grad norm, skipped) as device tensors: no host
     synchronization here.
 
     The engine reduces gradients across data-parallel ranks once per step where its backend allows
     (`accumulate(last)` tells it which micro-batch is the last). `fault` (fault injection) may
-    rewrite each micro-batch's loss before its backward.
+    rewrite each micro-batch's loss before its backward; `force_skip` skips the update as a guard would.
     """
     loss_sum = torch.zeros((), device=device)
     for index, (inputs_BT, targets_BT) in enumerate(micro_batches):
@@ -39,6 +40,6 @@ def train_step(engine: Engine, micro_batches: Iterable[tuple[torch.Tensor, torch
         if dist.is_initialized():
             dist.all_reduce(global_loss)   # a SUM (gloo has no AVG)
             global_loss /= dist.get_world_size()
-        decide = lambda grad_norm: guard.check(global_loss, grad_norm)  # noqa: E731
+        decide = lambda grad_norm: guard.check(global_loss, grad_norm, force_skip)  # noqa: E731
     grad_norm, skipped = engine.step(grad_clip, measure, decide)
     return loss_sum, grad_norm, skipped

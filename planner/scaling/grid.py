@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from planner.errors import UserError
+from planner.user_files import read_text
 from planner.scaling.objectives import Objective
 from planner.scaling.runs import Runs
 
@@ -101,7 +102,7 @@ def load_grid(path: str | Path, runs: Runs, slices: int = DEFAULT_SLICES) -> Gri
     if not path.is_file():
         raise UserError(f"grid file not found: {path}")
     try:
-        mapping = yaml.safe_load(path.read_text())
+        mapping = yaml.safe_load(read_text(path, "grid"))
     except yaml.YAMLError:
         raise UserError(f"{path} is not valid YAML") from None
     return grid_from_mapping(mapping or {}, runs, slices, str(path))

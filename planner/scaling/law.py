@@ -11,6 +11,7 @@ from typing import Optional, Union
 import numpy as np
 
 from planner.errors import UserError
+from planner.user_files import read_text
 
 FLOPS_PER_PARAM_TOKEN = 6.0     # C ≈ 6 N D: forward 2, backward 4 FLOPs per weight per token (Kaplan et al. 2020)
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
@@ -112,7 +113,7 @@ def load_law(spec: str) -> ScalingLaw:
     if not path.is_file():
         raise UserError(f"--law '{spec}' is neither a preset ({', '.join(PRESETS)}) nor an existing JSON file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "law file"))
     except json.JSONDecodeError as error:
         raise UserError(f"{spec} is not valid JSON (line {error.lineno})") from None
     return law_from_dict(data, name=str(path))

@@ -8,6 +8,7 @@ Extra columns (a run name, an index) are ignored.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from planner.errors import UserError
+from planner.user_files import read_text
 from planner.scaling.law import FLOPS_PER_PARAM_TOKEN
 
 MIN_RUNS = 5    # five parameters: fewer runs than that cannot pin down the law
@@ -83,8 +85,7 @@ def read_runs(path: str | Path, min_runs: Optional[int] = MIN_RUNS) -> Runs:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"runs file not found: {path}")
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
+    rows = list(csv.reader(io.StringIO(read_text(path, "runs file"), newline="")))
     rows = [(line, row) for line, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
     if not rows:
         raise UserError(f"{path} is empty: expected a header with N, D, loss (or C, N, loss)")
