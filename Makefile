@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --config configs/default.yaml
 	$(BIN)/python bench/plan_speed.py
+	$(BIN)/python bench/checkpoint_save.py
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python bench/fit_speed.py
 
