@@ -106,6 +106,7 @@ def train(cfg: Config, runtime: Runtime, signals: Optional[StopSignal] = None,
             progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
             if run.guard.wants_rollback():
                 metrics.write(run.step, {"event": "rollback", "message": say(run, roll_back(run))})
+                rate = ThroughputMeter(cfg, runtime, run.step)   # the step count went back
                 continue
         saved = (cfg.checkpoint.every and run.step % cfg.checkpoint.every == 0) or (
             run.step == stop and (cfg.checkpoint.save_final or stop < cfg.train.steps))
