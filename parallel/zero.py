@@ -77,7 +77,7 @@ class DeepSpeedEngine:
         self.module = self.engine
         self._model = self.engine.module
         self.model_state_bytes = 0
-        self._peak_bytes = 0
+        self._peak_bytes, self._measuring = 0, False
         self._decide, self._skip = None, None
         inner_step = self.zero_optimizer.optimizer.step
 
@@ -88,8 +88,8 @@ class DeepSpeedEngine:
             if bool(self._skip):   # a host read: DeepSpeed has read its norm back already
                 return None        # weights, moments and step count stay as they were
             result = inner_step(*args, **kwargs)
-            # The group's fp32 gradient partition is alive only during its own step: keep the peak.
-            self._peak_bytes = max(self._peak_bytes, self.held_bytes())
+            if self._measuring:   # the group's fp32 gradient partition is alive only during its own step
+                self._peak_bytes = max(self._peak_bytes, self.held_bytes())
             return result
 
         self.zero_optimizer.optimizer.step = guarded_step
@@ -118,7 +118,7 @@ class DeepSpeedEngine:
     def step(self, grad_clip: float, measure: bool = False, decide=None) -> tuple[torch.Tensor, torch.Tensor]:
         """DeepSpeed's step at the accumulation boundary, skipped where `decide` says so; returns the
         global gradient norm before clipping and the skip flag. Clipping is DeepSpeed's (`gradient_clipping`)."""
-        self._decide, self._skip = decide, None
+        self._decide, self._skip, self._measuring = decide, None, measure
         self.engine.step()
         skip = self._skip if self._skip is not None else torch.zeros((), dtype=torch.bool)
         self._decide, self._skip = None, None
