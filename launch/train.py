@@ -86,6 +86,10 @@ def run(args: argparse.Namespace, environ) -> int:
     for signum in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, signals)
     init_distributed("nccl" if device.type == "cuda" else "gloo", runtime, environ)
+    if runtime.is_main and "SLURM_JOB_ID" in environ:
+        print(f"[scaleplan] SLURM job {environ['SLURM_JOB_ID']}: {environ.get('SLURM_JOB_NUM_NODES', '?')} node(s), "
+              f"world size {world_size}, rendezvous {environ.get('MASTER_ADDR')}:{environ.get('MASTER_PORT')}",
+              flush=True)
     plan = planned(cfg, world_size, device, args.gpus_per_node) if runtime.is_main else None
     try:
         result = train(cfg, runtime, signals, plan)
