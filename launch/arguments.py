@@ -105,6 +105,9 @@ def add_layout_plan_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--plots", metavar="DIR", help="write memory plots (PNG) here")
     plan.add_argument("--emit-config", metavar="OUT.yaml",
                       help="write the best layout the trainer can run as a training config")
+    plan.add_argument("--emit-sbatch", metavar="JOB.sbatch",
+                      help="also write an sbatch script for it, nodes and GPUs sized from the plan (the config "
+                           "goes beside it as JOB.yaml unless --emit-config names it)")
 
 
 def layout_plan_defaults() -> argparse.Namespace:

@@ -97,3 +97,16 @@ def render(job: SlurmJob) -> tuple[str, int]:
         repo=shlex.quote(str(REPO)), configs=" ".join(shlex.quote(str(Path(c).resolve())) for c in job.configs),
         overrides=" ".join(shlex.quote(o) for o in job.overrides))
     return text, lead
+
+
+def write_for_plan(path: str, config: str, gpus: int, gpus_per_node: int) -> Path:
+    """`scaleplan plan --emit-sbatch`: the planned config on gpus / gpus_per_node whole nodes."""
+    if gpus % gpus_per_node:
+        raise UserError(f"--gpus {gpus} is not a whole number of nodes of {gpus_per_node} GPUs")
+    text, _ = render(SlurmJob(configs=[config], nodes=gpus // gpus_per_node, gpus_per_node=gpus_per_node,
+                              log_dir=str(Path(path).resolve().parent / "logs")))
+    out = Path(path)
+    out.write_text(text)
+    out.chmod(0o755)
+    (out.parent / "logs").mkdir(exist_ok=True)
+    return out

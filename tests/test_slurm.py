@@ -67,6 +67,56 @@ def test_node_or_gpu_count_that_does_not_fit_exits_2(tmp_path, capsys, nodes, gp
     assert not (tmp_path / "job.sbatch").exists()
 
 
+def test_plan_emits_an_sbatch_sized_from_the_layout(tmp_path, capsys):
+    from trainer.config import load_config
+    from trainer.run_layout import resolve_layout
+
+    out = tmp_path / "job.sbatch"
+    assert scaleplan(["plan", "--params", "1e8", "--gpus", "16", "--gpus-per-node", "8",
+                      "--emit-sbatch", str(out)]) == 0
+    text, config = out.read_text(), tmp_path / "job.yaml"
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --gpus-per-node=8" in text and str(config) in text
+    layout, _ = resolve_layout(load_config(config), 16)    # the config beside it runs on those 16 GPUs
+    assert f"wrote {out}: 2 node(s) × 8 GPU(s)" in capsys.readouterr().out and layout.dp == 16
+
+
+def test_nnodes(data, tmp_path):
+    """Two torchrun agents (as on two nodes, here on localhost) with c10d rendezvous train like one
+    agent with two processes; when a third agent never joins, the others fail within the join
+    timeout instead of hanging."""
+    import os
+    import sys
+
+    from tests.helpers import REPO, TRAIN
+    from tests.slurm_cluster import free_port
+
+    args = [*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path / 'runs'}", "train.steps=6"]
+    run_train([*args, "train.name=one-agent"], nproc=2)
+
+    def agents(count: int, nnodes: int, name: str, join_timeout: int = 60) -> list[subprocess.Popen]:
+        port = free_port()
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", "--nproc_per_node=1",
+                   "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={name}",
+                   f"--rdzv_conf=join_timeout={join_timeout}", str(TRAIN), *args, f"train.name={name}"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(count)]
+
+    for agent in agents(2, 2, "two-agents"):
+        assert agent.wait(timeout=300) == 0, agent.stderr.read()[-2000:]
+    one, two = step_losses(tmp_path / "runs" / "one-agent"), step_losses(tmp_path / "runs" / "two-agents")
+    assert sorted(two) == list(range(1, 7))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-6), step
+    start = time.monotonic()
+    waiting = agents(2, 3, "missing-agent", join_timeout=10)
+    for agent in waiting:
+        assert agent.wait(timeout=120) != 0
+    assert time.monotonic() - start < 90
+    said = "".join(agent.stderr.read() for agent in waiting)
+    assert "RendezvousTimeoutError" in said      # the agent hosting the rendezvous says why
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     why = ensure_installed()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from pathlib import Path
 
 from launch.arguments import add_layout_plan_arguments
 from launch.layout_inputs import build_inputs, config_backend, layout_from_config, plan
@@ -31,24 +32,32 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
     inputs = build_inputs(args, cfg)
-    if cfg is not None and args.backend == "auto" and args.layout is None and args.emit_config is None:
+    if cfg is not None and args.backend == "auto" and args.layout is None and not (args.emit_config or args.emit_sbatch):
         inputs = replace(inputs, backend=config_backend(cfg, inputs.n_gpus))
     layout = None
-    if cfg is not None and args.layout is None and args.emit_config is None:
+    if cfg is not None and args.layout is None and args.emit_config is None and args.emit_sbatch is None:
         layout = layout_from_config(cfg, inputs.n_gpus)   # the config's own layout, as --dry-run
     result, elapsed = plan(inputs, args.layout, layout)
 
     emitted = None
-    if args.emit_config:
+    config_out = args.emit_config or (str(Path(args.emit_sbatch).with_suffix(".yaml")) if args.emit_sbatch else None)
+    if config_out:
         from launch.run_configs import emit_best_runnable
 
-        emitted = emit_best_runnable(args.emit_config, result, args.config)
+        emitted = emit_best_runnable(config_out, result, args.config)
+    if args.emit_sbatch:
+        from launch.slurm_script import write_for_plan
+
+        write_for_plan(args.emit_sbatch, config_out, inputs.n_gpus, inputs.gpus_per_node)
     if args.json:
         print(json.dumps(to_json(result, args.top), indent=1))
     else:
         render(result, top=args.top if args.top > 0 else len(result.ranked), elapsed_s=elapsed)
         if emitted is not None:
-            print(f"wrote {args.emit_config}: {describe(result.layouts.layout(emitted))}")
+            print(f"wrote {config_out}: {describe(result.layouts.layout(emitted))}")
+        if args.emit_sbatch:
+            print(f"wrote {args.emit_sbatch}: {inputs.n_gpus // inputs.gpus_per_node} node(s) × "
+                  f"{inputs.gpus_per_node} GPU(s); submit with `sbatch {args.emit_sbatch}`")
     if args.plots:
         from planner.layout.plots import write_plots
 
