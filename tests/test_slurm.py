@@ -133,11 +133,12 @@ def data(tmp_path_factory):
     return write_tiny_corpus(tmp_path_factory.mktemp("data"))
 
 
-def script(tmp_path: Path, *configs: Path) -> Path:
+def script(tmp_path: Path, *configs: Path, overrides: tuple = ()) -> Path:
     out = tmp_path / "job.sbatch"
     which = ["--config", str(configs[0])] if len(configs) == 1 else ["--array", *map(str, configs)]
+    extra = ["--overrides", *overrides] if overrides else []
     assert scaleplan(["slurm", *which, "--nodes", "1", "--gpus-per-node", "0", "--procs-per-node", "2",
-                      "--time", "00:20:00", "--log-dir", str(tmp_path / "logs"), "--out", str(out)]) == 0
+                      "--time", "00:20:00", "--log-dir", str(tmp_path / "logs"), "--out", str(out), *extra]) == 0
     return out
 
 
@@ -145,8 +146,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_slurm_job(cluster, data, tmp_path):
-    config = tiny_config(tmp_path / "job.yaml", data, tmp_path / "runs", "slurm-job", 12)
-    cluster.wait(cluster.submit(script(tmp_path, config)))
+    """The CPU default config (the demo's model), shortened to 12 steps, submitted as generated."""
+    job = script(tmp_path, Path("configs/default.yaml"), overrides=(
+        f"data.dir={data}", f"train.runs_dir={tmp_path / 'runs'}", "train.name=slurm-job", "train.steps=12",
+        "train.eval_every=1000", "train.sample_tokens=0", "log.every=1", "log.progress=false",
+        "log.tensorboard=false"))
+    cluster.wait(cluster.submit(job))
     log = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
     assert "rendezvous" in log and "world size 2" in log, log
     assert sorted(step_losses(tmp_path / "runs" / "slurm-job")) == list(range(1, 13)), log
