@@ -40,7 +40,9 @@ class Cluster:
             (root / sub).mkdir(parents=True, exist_ok=True)
         conf = root / "slurm.conf"
         conf.write_text("\n".join([
-            "ClusterName=scaleplan", f"SlurmctldHost={self.host}", "AuthType=auth/munge", "CredType=cred/munge",
+            # addresses given: the host name need not resolve
+            "ClusterName=scaleplan", f"SlurmctldHost={self.host}(127.0.0.1)", "AuthType=auth/munge",
+            "CredType=cred/munge",
             # no systemd or cgroups needed
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core", "SlurmUser=root", "SlurmdUser=root", "MpiDefault=none",
@@ -48,7 +50,7 @@ class Cluster:
             f"SlurmdSpoolDir={root / 'spool'}", f"SlurmctldPidFile={root / 'slurmctld.pid'}",
             f"SlurmdPidFile={root / 'slurmd.pid'}", f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}",
             f"SlurmdLogFile={root / 'log' / 'slurmd.log'}", "ReturnToService=2", "JobRequeue=1",
-            f"NodeName={self.host} CPUs={cpus} RealMemory=4000 State=UNKNOWN",
+            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=4000 State=UNKNOWN",
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
         self.env = {**os.environ, "SLURM_CONF": str(conf)}
 
@@ -91,7 +93,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.active(job):
             if release and "BeginTime" in self.run("squeue", "--noheader", "--format=%r", f"--jobs={job}").stdout:
-                self.run("scontrol", "update", f"jobid={job}", "BeginTime=now")
+                self.run("scontrol", "update", f"jobid={job}", "StartTime=now")
             time.sleep(0.5)
         assert not self.active(job), f"job {job} still queued after {timeout} s:\n{self.log()}"
 
