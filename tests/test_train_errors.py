@@ -49,12 +49,13 @@ def test_bad_layout_exits_before_any_process_group(tmp_path, data, overrides, np
 
 
 def test_bad_layout_under_torchrun(tmp_path, data):
-    """Every rank says the same line and nothing of ours prints a traceback (torchrun adds its own
-    report of the failed workers)."""
+    """Each rank that gets to speak says the same line, and nothing of ours prints a traceback
+    (torchrun adds its own report of the failed workers)."""
     result = run_train([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path}", "parallel.backend=fsdp",
                         "parallel.zero_stage=1"], nproc=2, cwd=tmp_path, check=False, timeout=120)
-    # (torchrun's own log lines may land between ours: count the message, not lines)
-    assert result.returncode != 0 and result.stderr.count("for zero_stage 1 use backend deepspeed") == 2, \
+    # (torchrun's own log lines may land between ours: count the message, not lines; and once the first
+    # rank has failed, torchrun may stop the other before it says anything)
+    assert result.returncode != 0 and result.stderr.count("for zero_stage 1 use backend deepspeed") >= 1, \
         result.stderr[-2000:]
     assert "[rank0]" not in result.stderr and "exitcode  : 2" in result.stderr
 
