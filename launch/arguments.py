@@ -99,7 +99,7 @@ def add_layout_plan_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--memory-model", choices=MEMORY_MODELS, default="rule24",
                       help="which memory model decides what fits (both are always shown)")
     plan.add_argument("--accounting", choices=ACCOUNTINGS, default="native",
-                      help="count model states as each backend stores them, or as DeepSpeed's estimators do")
+                      help="native: as the trainer stores them; deepspeed: model states as DeepSpeed's estimators count them; megatron: activations as Korthikanti et al. 2022 count them")
     plan.add_argument("--top", type=int, default=10, help="layouts shown (0: all that fit)")
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
     plan.add_argument("--plots", metavar="DIR", help="write memory plots (PNG) here")

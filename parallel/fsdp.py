@@ -25,7 +25,7 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, blocks: str, compute_dtype: t
     mixed = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     # pinned host memory needs a GPU to pin for
     offload = CPUOffloadPolicy(pin_memory=mesh.device_type == "cuda") if cpu_offload else OffloadPolicy()
-    for block in model.get_submodule(blocks):
+    for block in model.get_submodule(blocks).values():
         fully_shard(block, mesh=mesh, mp_policy=mixed, reshard_after_forward=reshard_after_forward,
                     offload_policy=offload)
     fully_shard(model, mesh=mesh, mp_policy=mixed, reshard_after_forward=reshard_after_forward,

@@ -16,7 +16,7 @@ def apply_recompute(model: nn.Module, blocks: str, mode: str) -> nn.Module:
     if mode != "full":
         raise ValueError(f"recompute={mode} is not available (none or full)")
     layers = model.get_submodule(blocks)
-    for index, block in enumerate(layers):
+    for name, block in layers.items():
         # Non-reentrant checkpointing: works with FSDP2's hooks and keyword arguments.
-        layers[index] = checkpoint_wrapper(block, preserve_rng_state=False)
+        layers[name] = checkpoint_wrapper(block, preserve_rng_state=False)
     return model

@@ -2,6 +2,9 @@
 
 Knows nothing of ranks or devices: build it on the meta device, parallelize from outside by module
 name, then materialize with `init_weights()`. Parameter count equals `planner.model_spec.count_params`.
+A pipeline stage is the same module with the layers it does not run deleted and, away from the
+ends, no embeddings (first stage) or final norm and head (last stage): `layers` is a dict keyed by
+the layer's index, so every parameter keeps its name in every layout.
 """
 from __future__ import annotations
 
@@ -12,6 +15,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trainer.config import ModelConfig
+
+
+def shared_compute_copy(x: torch.Tensor) -> torch.Tensor:
+    """Under autocast, the one 16-bit copy of `x` that all the matmuls reading it share (autocast
+    would otherwise cast, and save for backward, a copy per consumer)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return x.to(torch.get_autocast_dtype(device))
+    return x
+
+
+def language_model_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor, z_loss: float = 0.0) -> torch.Tensor:
+    """Mean next-token cross-entropy in fp32, plus `z_loss` × mean(log Z)² (PaLM, Chowdhery et al.
+    2022: keeps the softmax normalizer near 1). Also the pipeline's loss on its last stage."""
+    logits_NV = logits_BTV.float().flatten(0, 1)
+    loss = F.cross_entropy(logits_NV, targets_BT.reshape(-1))
+    if z_loss:
+        loss = loss + z_loss * torch.logsumexp(logits_NV, dim=-1).pow(2).mean()
+    return loss
 
 
 class RMSNorm(nn.Module):
@@ -28,11 +50,12 @@ class RMSNorm(nn.Module):
 
 
 class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm computed in fp32, also where FSDP hands it bf16 weights."""
+    """nn.LayerNorm on the input's own dtype: the kernels accumulate mean and variance in fp32 for
+    16-bit inputs, so no fp32 copy of a 16-bit activation is made (or saved for backward)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias.float() if self.bias is not None else None
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), bias, self.eps).type_as(x)
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.layer_norm(x, self.normalized_shape, self.weight.to(x.dtype), bias, self.eps)
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -57,14 +80,19 @@ def apply_rotary(x_BNTH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tenso
 
 
 class Attention(nn.Module):
+    """Causal self-attention with one fused Q, K, V projection (one matmul, one saved input).
+
+    Its output features are grouped by key/value head: for each KV head, the query heads that share
+    it, then its key, then its value (Megatron's layout). A column-parallel split of `wqkv` over
+    tensor-parallel ranks then hands each rank whole groups, so the same forward runs on a shard.
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.kv_heads
         self.head_dim = cfg.d_model // cfg.n_heads
-        kv_dim = self.n_kv_heads * self.head_dim
-        self.wq = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
-        self.wk = nn.Linear(cfg.d_model, kv_dim, bias=cfg.bias)
-        self.wv = nn.Linear(cfg.d_model, kv_dim, bias=cfg.bias)
+        self.queries_per_kv = cfg.n_heads // cfg.kv_heads
+        qkv_dim = (cfg.n_heads + 2 * cfg.kv_heads) * self.head_dim
+        self.wqkv = nn.Linear(cfg.d_model, qkv_dim, bias=cfg.bias)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         # QK-norm (Dehghani et al. 2023): bounded attention logits, whatever the weights' growth
         self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
@@ -72,15 +100,18 @@ class Attention(nn.Module):
 
     def forward(self, x_BTD: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, T, _ = x_BTD.shape
-        q = self.wq(x_BTD).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x_BTD).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x_BTD).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        group = self.queries_per_kv
+        # -1: the KV heads on this rank (all of them without tensor parallelism)
+        qkv_BTKGH = self.wqkv(x_BTD).view(B, T, -1, group + 2, self.head_dim)
+        q = qkv_BTKGH[:, :, :, :group].flatten(2, 3).transpose(1, 2)
+        k = qkv_BTKGH[:, :, :, group].transpose(1, 2)
+        v = qkv_BTKGH[:, :, :, group + 1].transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         out_BNTH = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
+            q, k, v, is_causal=True, enable_gqa=group > 1)
         return self.wo(out_BNTH.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -95,6 +126,7 @@ class MLP(nn.Module):
         self.w_out = nn.Linear(cfg.ffn, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        x_BTD = shared_compute_copy(x_BTD)
         if self.gated:
             return self.w_out(F.silu(self.w_gate(x_BTD)) * self.w_in(x_BTD))
         return self.w_out(F.gelu(self.w_in(x_BTD), approximate="tanh"))
@@ -119,7 +151,7 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_embeddings = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt" else None
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleDict({str(index): Block(cfg) for index in range(cfg.n_layers)})
         self.norm = make_norm(cfg)
         self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -158,23 +190,25 @@ class Transformer(nn.Module):
 
     def forward(self, idx_BT: torch.Tensor, targets_BT: torch.Tensor | None = None,
                 z_loss: float = 0.0) -> torch.Tensor:
-        """Logits (B, T, V), or the mean next-token cross-entropy when targets are given, plus
-        `z_loss` × mean(log Z)² (PaLM, Chowdhery et al. 2022: keeps the softmax normalizer near 1)."""
-        T = idx_BT.shape[1]
-        x_BTD = self.tok_embeddings(idx_BT)
-        if self.pos_embeddings is not None:
-            x_BTD = x_BTD + self.pos_embeddings(torch.arange(T, device=idx_BT.device))
+        """Logits (B, T, V), or the loss (`language_model_loss`) when targets are given. A pipeline
+        stage without embeddings takes the previous stage's hidden states (B, T, D) instead of
+        token ids, and one without the head returns its hidden states."""
+        if self.tok_embeddings is not None:
+            T = idx_BT.shape[1]
+            x_BTD = self.tok_embeddings(idx_BT)
+            if self.pos_embeddings is not None:
+                x_BTD = x_BTD + self.pos_embeddings(torch.arange(T, device=idx_BT.device))
+        else:
+            x_BTD = idx_BT
         rope = (self.rope_cos, self.rope_sin) if self.cfg.arch == "llama" else None
-        for block in self.layers:
+        for block in self.layers.values():
             x_BTD = block(x_BTD, rope)
+        if self.output is None:
+            return x_BTD
         logits_BTV = self.output(self.norm(x_BTD))
         if targets_BT is None:
             return logits_BTV
-        logits_NV = logits_BTV.float().view(-1, logits_BTV.shape[-1])   # the loss in fp32
-        loss = F.cross_entropy(logits_NV, targets_BT.reshape(-1))
-        if z_loss:
-            loss = loss + z_loss * torch.logsumexp(logits_NV, dim=-1).pow(2).mean()
-        return loss
+        return language_model_loss(logits_BTV, targets_BT, z_loss)
 
     @torch.no_grad()
     def generate(self, idx_BT: torch.Tensor, new_tokens: int, temperature: float = 0.8,

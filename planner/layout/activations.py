@@ -11,8 +11,9 @@ the trainer's model (trainer/model.py) and checked against the tensors it really
 (tests/test_memory_activations_measured.py):
 
 - a norm saves its input (residual dtype) and statistics (LayerNorm: fp32 mean and rstd per token;
-  RMSNorm via `F.rms_norm`: fp32 rstd plus the normalised input); the next matmul saves its output
-  (under autocast with fp32 parameters, one 16-bit copy per consuming matmul);
+  RMSNorm via `F.rms_norm`: fp32 rstd plus the normalised input); the next matmuls save its output
+  (under autocast with fp32 parameters, one 16-bit copy shared by the fused QKV projection, or by
+  SwiGLU's gate and up projections);
 - attention saves Q, K (after RoPE), V and the output O (the output projection's input is a view of
   O) plus an fp32 log-sum-exp per head: flash attention (on GPU, and PyTorch's CPU flash kernel)
   keeps no s×s scores, so the 5·a·s² term only applies with `attention="math"`;
@@ -30,18 +31,13 @@ from planner.model_spec import ModelSpec
 
 
 
-def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes, consumers: int = 1) -> np.ndarray:
-    """One norm: its input, its statistics, what the next matmuls keep of its output.
-
-    Under autocast with an fp32 residual stream every consuming matmul casts the norm's output to
-    16 bits on its own (autocast caches casts of parameters only), so each keeps its own copy:
-    three for the trainer's separate Q, K, V projections, two for SwiGLU's gate and up projections.
-    """
+def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes) -> np.ndarray:
+    """One norm: its input, its statistics, and the one compute-dtype copy of its output that the
+    next matmuls share (the trainer casts once, not once per consuming matmul)."""
     act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
-    copies = np.where(act_bytes < residual_bytes, consumers, 1)
     if spec.arch == "llama":   # F.rms_norm (composite): input, fp32 rstd, x·rstd, output
-        return 2 * residual_bytes * spec.d_model + 4 + copies * act_bytes * spec.d_model
-    return residual_bytes * spec.d_model + 8 + copies * act_bytes * spec.d_model
+        return 2 * residual_bytes * spec.d_model + 4 + act_bytes * spec.d_model
+    return residual_bytes * spec.d_model + 8 + act_bytes * spec.d_model
 
 
 def layer_terms_per_token(spec: ModelSpec, act_bytes, residual_bytes,
@@ -52,9 +48,7 @@ def layer_terms_per_token(spec: ModelSpec, act_bytes, residual_bytes,
     by t, removed by selective recomputation; zero with flash attention)."""
     act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
     h, kv_dim, f = spec.d_model, spec.kv_heads * spec.head_dim, spec.ffn
-    replicated = (norm_bytes_per_token(spec, act_bytes, residual_bytes, consumers=3)
-                  + norm_bytes_per_token(spec, act_bytes, residual_bytes,
-                                         consumers=2 if spec.arch == "llama" else 1))
+    replicated = 2 * norm_bytes_per_token(spec, act_bytes, residual_bytes)
     attention_saved = act_bytes * (h + 2 * kv_dim + h) + 4 * spec.n_heads   # Q K V O + fp32 lse
     mlp_saved = act_bytes * f * (4 if spec.arch == "llama" else 2)
     quadratic = act_bytes * spec.n_heads * spec.seq_len if attention == "math" else 0 * act_bytes
@@ -77,6 +71,22 @@ def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_
     selective_layer = full_layer - tokens * terms["quadratic"] / tp
     layer_input = tokens * residual_bytes * spec.d_model / sequence_divisor
     stored = np.select([recompute == 0, recompute == 1], [full_layer, selective_layer], layer_input)
+    return {"stored": stored, "recompute_peak": np.where(recompute == 2, full_layer, 0.0)}
+
+
+def korthikanti_layer_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute) -> dict[str, np.ndarray]:
+    """One layer's activations exactly as Korthikanti et al. 2022 count them (16-bit GPT layer with
+    dropout, attention scores materialised; their Table 2): s·b·h·(10 + 24/t + 5·a·s/(h·t)) bytes
+    with tensor parallelism, s·b·h/t·(34 + 5·a·s/h) with sequence parallelism as well; selective
+    recomputation drops the 5·a·s/h term, full recomputation keeps 2·s·b·h (/t with SP) per layer.
+    The `megatron` accounting; same keys as `layer_activation_bytes`."""
+    tokens_h = np.asarray(micro_batch) * spec.seq_len * spec.d_model
+    tp, sp, recompute = np.asarray(tp, float), np.asarray(sp, bool), np.asarray(recompute)
+    scores = 5.0 * spec.n_heads * spec.seq_len / (spec.d_model * tp)
+    linear = np.where(sp, 34.0 / tp, 10.0 + 24.0 / tp)
+    full_layer = tokens_h * (linear + scores)
+    stored = np.select([recompute == 0, recompute == 1], [full_layer, tokens_h * linear],
+                       2.0 * tokens_h / np.where(sp, tp, 1.0))
     return {"stored": stored, "recompute_peak": np.where(recompute == 2, full_layer, 0.0)}
 
 

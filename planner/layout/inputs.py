@@ -7,7 +7,7 @@ from planner.hardware import GIB, GPU
 from planner.model_spec import ModelSpec
 
 MEMORY_MODELS = ("rule24", "detailed")
-ACCOUNTINGS = ("native", "deepspeed")
+ACCOUNTINGS = ("native", "deepspeed", "megatron")
 PRECISIONS = ("bf16", "fp16", "fp32")
 
 
@@ -24,7 +24,7 @@ class PlanInputs:
     backend: str = "auto"               # auto | ddp | fsdp | deepspeed (see candidates.py)
     attention: str = "flash"            # flash | math (math keeps the s×s scores)
     memory_model: str = "rule24"        # which model decides feasibility
-    accounting: str = "native"          # native | deepspeed (model states as DeepSpeed counts them)
+    accounting: str = "native"          # native | deepspeed (model states as DeepSpeed counts them) | megatron (activations as Korthikanti et al. 2022)
     # Outside PyTorch's allocator: CUDA context, cuBLAS workspaces, NCCL communicators (~1 GiB on
     # H100-class GPUs), and the caching allocator's fragmentation as a share of what it holds.
     context_bytes: float = 1.0 * GIB

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.layout.candidates import LayoutArrays
-from planner.layout.activations import (embedding_bytes, head_bytes, layer_activation_bytes,
-                                        logits_bytes, micro_batches_in_flight)
+from planner.layout.activations import (embedding_bytes, head_bytes, korthikanti_layer_bytes,
+                                        layer_activation_bytes, logits_bytes, micro_batches_in_flight)
 from planner.layout.model_states import (compute_bytes, deepspeed_accounting_states, detailed_model_states,
                                    largest_layer_params, layer_params_per_tp_rank,
                                    matmul_params_on_stage, stage_params)
@@ -75,7 +75,10 @@ def stage_memory(inputs: PlanInputs, layouts: LayoutArrays, stage) -> dict[str, 
     first, last = stage == 0, stage == x.pp - 1
     logits_held = np.where((x.schedule == 0) & (x.pp > 1), n_micro, 1.0)  # GPipe: all m at the end
 
-    layer = layer_activation_bytes(spec, x.mb, x.tp, x.sp, x.recompute, act, res, inputs.attention)
+    if inputs.accounting == "megatron":
+        layer = korthikanti_layer_bytes(spec, x.mb, x.tp, x.sp, x.recompute)
+    else:
+        layer = layer_activation_bytes(spec, x.mb, x.tp, x.sp, x.recompute, act, res, inputs.attention)
     activations = (in_flight * spec.n_layers / x.pp * layer["stored"] + layer["recompute_peak"]
                    + np.where(first, in_flight * embedding_bytes(spec, x.mb), 0.0)
                    + np.where(last, logits_held * head_bytes(spec, x.mb, x.tp, x.sp, act, res), 0.0))

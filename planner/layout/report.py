@@ -13,6 +13,8 @@ from planner.model_spec import count_params
 from planner.layout.search import SPEED_TOLERANCE, PlanResult, describe
 
 GIB = 2**30
+ACCOUNTING_NOTE = {"deepspeed": " (model states: DeepSpeed accounting)",
+                   "megatron": " (activations: Korthikanti et al. 2022's formulas)"}
 DISAGREE_RATIO = 1.25   # the two memory models "disagree" beyond this ratio, or on feasibility
 STORAGE = {
     "ddp": "fp32 weights, gradients and moments, plus 16-bit weight copies under autocast",
@@ -116,7 +118,7 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
         f"{inputs.gpus_per_node} per node   [bold]Batch[/] {inputs.global_batch} sequences = "
         f"{inputs.tokens_per_step:,} tokens/step   [bold]Precision[/] {inputs.precision}   "
         f"[bold]Feasibility by[/] {inputs.memory_model}"
-        + (" (model states: DeepSpeed accounting)" if inputs.accounting == "deepspeed" else ""))
+        + ACCOUNTING_NOTE.get(inputs.accounting, ""))
     timing = f" in {elapsed_s:.2f} s" if elapsed_s is not None else ""
     console.print(f"{result.n_candidates} layouts evaluated{timing}, {len(result.ranked)} fit.")
 
