@@ -25,28 +25,47 @@ class GPU:
     intra_node_bw: float      # bytes/s per GPU, one direction (NVLink or PCIe)
     network_bw: float         # bytes/s per GPU across nodes (InfiniBand / Ethernet)
     match: tuple[str, ...] = ()   # substrings of torch.cuda.get_device_name() that identify it
+    hbm_bw: float = 2.0e12    # bytes/s of device memory: what memory-bound (element-wise) kernels run at
+    # Shares of the dense peak that real kernels sustain in training (the cost model's): a large
+    # GEMM, and flash attention forward + backward (causal FLOPs counted once). A100 and H100 are
+    # calibrated against published runs (planner/layout/calibration.py); the others take these
+    # defaults, between the two.
+    matmul_efficiency: float = 0.72
+    attention_efficiency: float = 0.45
 
+
+# Sustained shares of peak, fitted once to every published run in planner/layout/calibration.py
+# (not per run). FlashAttention-2 reaches 50-73 % of A100 peak forward and less backward (Dao 2023)
+# and about 35 % on H100 (Shah et al. 2024, FlashAttention-3); GEMMs sustain ~240 of 312 TFLOP/s
+# on A100 and ~670 of 989 on H100 at training clocks (H100 bursts to ~800 in short benchmarks).
+_AMPERE = {"matmul_efficiency": 0.77, "attention_efficiency": 0.55}
+_HOPPER = {"matmul_efficiency": 0.68, "attention_efficiency": 0.35}
 
 CATALOG: dict[str, GPU] = {g.id: g for g in [
     # NVIDIA datasheets (A100, H100, H200, B200, L40S, A10, V100); network 200-400 Gb/s per GPU.
     GPU("a100-40gb", "NVIDIA A100 40GB SXM", 40 * GIB, 312 * TERA, 312 * TERA, 0, 19.5 * TERA,
-        300 * GB, 25 * GB, ("A100-SXM4-40GB", "A100-PCIE-40GB")),
+        300 * GB, 25 * GB, ("A100-SXM4-40GB", "A100-PCIE-40GB"), hbm_bw=1555 * GB,
+        **_AMPERE),
     GPU("a100-80gb", "NVIDIA A100 80GB SXM", 80 * GIB, 312 * TERA, 312 * TERA, 0, 19.5 * TERA,
-        300 * GB, 25 * GB, ("A100-SXM4-80GB", "A100 80GB", "A100-PCIE-80GB")),
+        300 * GB, 25 * GB, ("A100-SXM4-80GB", "A100 80GB", "A100-PCIE-80GB"), hbm_bw=2039 * GB,
+        **_AMPERE),
     GPU("h100-sxm", "NVIDIA H100 SXM 80GB", 80 * GIB, 989 * TERA, 989 * TERA, 1979 * TERA,
-        67 * TERA, 450 * GB, 50 * GB, ("H100 80GB HBM3", "H100 SXM")),
+        67 * TERA, 450 * GB, 50 * GB, ("H100 80GB HBM3", "H100 SXM"), hbm_bw=3350 * GB,
+        **_HOPPER),
     GPU("h100-pcie", "NVIDIA H100 PCIe 80GB", 80 * GIB, 756 * TERA, 756 * TERA, 1513 * TERA,
-        51 * TERA, 64 * GB, 25 * GB, ("H100 PCIe",)),
+        51 * TERA, 64 * GB, 25 * GB, ("H100 PCIe",), hbm_bw=2000 * GB,
+        **_HOPPER),
     GPU("h200", "NVIDIA H200 SXM 141GB", 141 * GB, 989 * TERA, 989 * TERA, 1979 * TERA,
-        67 * TERA, 450 * GB, 50 * GB, ("H200",)),
+        67 * TERA, 450 * GB, 50 * GB, ("H200",), hbm_bw=4800 * GB,
+        **_HOPPER),
     GPU("b200", "NVIDIA B200 180GB", 180 * GB, 2250 * TERA, 2250 * TERA, 4500 * TERA,
-        75 * TERA, 900 * GB, 50 * GB, ("B200",)),
+        75 * TERA, 900 * GB, 50 * GB, ("B200",), hbm_bw=8000 * GB),
     GPU("l40s", "NVIDIA L40S 48GB", 48 * GB, 362 * TERA, 362 * TERA, 733 * TERA, 91.6 * TERA,
-        32 * GB, 12.5 * GB, ("L40S",)),
+        32 * GB, 12.5 * GB, ("L40S",), hbm_bw=864 * GB),
     GPU("a10", "NVIDIA A10 24GB", 24 * GB, 125 * TERA, 125 * TERA, 0, 31.2 * TERA,
-        32 * GB, 12.5 * GB, ("A10",)),
+        32 * GB, 12.5 * GB, ("A10",), hbm_bw=600 * GB),
     GPU("v100-32gb", "NVIDIA V100 SXM2 32GB", 32 * GIB, 125 * TERA, 125 * TERA, 0, 15.7 * TERA,
-        150 * GB, 12.5 * GB, ("V100",)),
+        150 * GB, 12.5 * GB, ("V100",), hbm_bw=900 * GB),
 ]}
 
 
@@ -67,6 +86,8 @@ _YAML_FIELDS = {
     "peak_bf16_tflops": ("peak_bf16", TERA, float), "peak_fp16_tflops": ("peak_fp16", TERA, float),
     "peak_fp8_tflops": ("peak_fp8", TERA, float), "peak_fp32_tflops": ("peak_fp32", TERA, float),
     "intra_node_gbps": ("intra_node_bw", GB, float), "network_gbps": ("network_bw", GB, float),
+    "hbm_gbps": ("hbm_bw", GB, float), "matmul_efficiency": ("matmul_efficiency", 1, float),
+    "attention_efficiency": ("attention_efficiency", 1, float),
 }
 _REQUIRED = ("hbm_bytes", "peak_bf16", "intra_node_bw", "network_bw")
 

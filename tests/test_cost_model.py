@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from parallel.layout import Layout
-from planner.layout.cost import (HALF_EFFICIENCY_DIM, LINK_LATENCY_S, MAX_MATMUL_EFFICIENCY, evaluate_cost,
-                          matmul_efficiency, ring_time)
+from planner.layout.cost import (HALF_EFFICIENCY_DIM, HALF_EFFICIENCY_RIDGE, LINK_LATENCY_S, MAX_MATMUL_EFFICIENCY,
+                                 evaluate_cost, group_bandwidth, half_efficiency_dim, matmul_efficiency, ring_time)
 from planner.hardware import CATALOG, peak_flops
 from planner.layout.candidates import LayoutArrays
 from planner.model_spec import ModelSpec, flops_per_token
@@ -38,7 +38,8 @@ def test_step_is_the_sum_of_its_parts_and_mfu_is_model_flops_over_peak():
                Layout(dp_shard=64, zero_stage=3, micro_batch=1),
                Layout(dp_shard=4, tp=8, pp=2, zero_stage=2, micro_batch=1, pp_schedule="interleaved", vpp=4)]
     c = _cost(inputs, *layouts)
-    parts = c["compute_s"] + c["tp_comm_s"] + c["bubble_s"] + c["p2p_s"] + c["dp_comm_s"]
+    # the optimizer step (memory-bound AdamW over the local parameters) is a part of its own
+    parts = c["compute_s"] + c["tp_comm_s"] + c["bubble_s"] + c["p2p_s"] + c["dp_comm_s"] + c["optimizer_s"]
     assert np.allclose(c["step_time_s"], parts)
     tokens = 512 * LLAMA7B.seq_len
     assert np.allclose(c["tokens_per_s"], tokens / c["step_time_s"])
@@ -66,6 +67,31 @@ def test_tensor_parallel_communication_by_hand():
     message = 2 * LLAMA7B.seq_len * LLAMA7B.d_model * 2
     expected = (16 // 2) * LLAMA7B.n_layers * 4 * ring_time(message, 8, gpu.intra_node_bw, 2.0)
     assert float(c["tp_comm_s"][0]) == pytest.approx(float(expected))
+
+
+def test_cross_node_ring_uses_one_nic_per_member_of_the_group():
+    """NCCL runs one ring per NIC: a data-parallel group with k members in each node crosses the
+    network at k × the per-GPU bandwidth (capped by NVLink); with TP = 8, one member per node."""
+    gpu = CATALOG["a100-80gb"]
+    assert float(group_bandwidth(gpu, 64, 8, 8)) == pytest.approx(min(8 * gpu.network_bw, gpu.intra_node_bw))
+    assert float(group_bandwidth(gpu, 8, 1, 8)) == pytest.approx(gpu.network_bw)
+    assert float(group_bandwidth(gpu, 8, 8, 8)) == pytest.approx(gpu.intra_node_bw)
+
+
+def test_memory_bound_work_runs_at_hbm_bandwidth():
+    """Same FLOPs, slower memory: element-wise work and the optimizer step take longer, so the
+    step does, and a GEMM's half-efficiency size follows the GPU's ridge point."""
+    from dataclasses import replace
+
+    fast = CATALOG["h100-sxm"]
+    slow = replace(fast, hbm_bw=fast.hbm_bw / 2)
+    layout = Layout(dp_shard=8, zero_stage=3, micro_batch=1)
+    a = _cost(PlanInputs(LLAMA7B, fast, 8, 64), layout)
+    b = _cost(PlanInputs(LLAMA7B, slow, 8, 64), layout)
+    assert float(b["compute_s"][0]) > float(a["compute_s"][0])
+    assert float(b["optimizer_s"][0]) == pytest.approx(2 * float(a["optimizer_s"][0]))
+    peak = peak_flops(fast, "bf16")
+    assert half_efficiency_dim(fast, peak) == pytest.approx(HALF_EFFICIENCY_RIDGE * peak / fast.hbm_bw)
 
 
 def test_more_nodes_means_slower_data_parallel_links():

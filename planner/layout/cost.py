@@ -28,21 +28,35 @@ from planner.layout.model_states import compute_bytes, stage_params
 from planner.model_spec import flops_per_token, layer_matmul_params
 from planner.layout.inputs import PlanInputs
 
-MAX_MATMUL_EFFICIENCY = 0.80   # best dense GEMM share of peak on A100/H100-class tensor cores
-HALF_EFFICIENCY_DIM = 96       # a GEMM dimension this small reaches half of it
-ELEMENTWISE_OVERHEAD = 0.10    # memory-bound work, as a share of matmul time
-OVERLAP = 0.8                  # share of concurrent compute that hides communication
+MAX_MATMUL_EFFICIENCY = 0.80   # default best dense GEMM share of peak (each GPU in the catalog sets its own)
+HALF_EFFICIENCY_DIM = 96       # a GEMM dimension this small reaches half of it (no GPU given)
+# On a given GPU that dimension sits at a fixed share of its ridge point, peak FLOP/s over memory
+# bandwidth: a GEMM with one dimension d does about d FLOPs per byte moved, so it stops being
+# compute-bound near the ridge (A100: 153, H100: 295 FLOPs per byte).
+HALF_EFFICIENCY_RIDGE = 2.5
+# Memory-bound element-wise work (norms, residual adds, activation functions, their backward), in
+# 16-bit elements read or written per token and layer, per d_model and per MLP hidden unit.
+ELEMENTWISE_PER_HIDDEN = 36.0
+ELEMENTWISE_PER_FFN = 18.0
+CROSS_ENTROPY_BYTES = 12.0     # per logit: 16-bit logits written, read as fp32, gradient written
+OPTIMIZER_BYTES = 32.0         # per local parameter: AdamW reads and writes fp32 weight, moments, gradient
+OVERLAP = 0.3                  # share of concurrent compute that hides communication (kernels share SMs and HBM)
 LINK_LATENCY_S = 5e-6          # per ring step
 DDP_BUCKET_BYTES = 25e6        # the last bucket is never hidden
 
 
-def matmul_efficiency(*dims) -> np.ndarray:
-    """Share of peak a GEMM reaches: MAX × Π d/(d + HALF) over its three dimensions."""
-    eff = np.asarray(MAX_MATMUL_EFFICIENCY, float)
+def matmul_efficiency(*dims, best: float = MAX_MATMUL_EFFICIENCY, half: float = HALF_EFFICIENCY_DIM) -> np.ndarray:
+    """Share of peak a GEMM reaches: best × Π d/(d + half) over its three dimensions."""
+    eff = np.asarray(best, float)
     for dim in dims:
         dim = np.asarray(dim, float)
-        eff = eff * dim / (dim + HALF_EFFICIENCY_DIM)
+        eff = eff * dim / (dim + half)
     return eff
+
+
+def half_efficiency_dim(gpu, peak: float) -> float:
+    """The GEMM dimension at which this GPU reaches half its best matmul efficiency."""
+    return HALF_EFFICIENCY_RIDGE * peak / gpu.hbm_bw
 
 
 def ring_time(bytes_, ranks, bandwidth, passes: float) -> np.ndarray:
@@ -53,20 +67,38 @@ def ring_time(bytes_, ranks, bandwidth, passes: float) -> np.ndarray:
     return np.where(ranks > 1, passes * (share * bytes_ / bandwidth + (ranks - 1) * LINK_LATENCY_S), 0.0)
 
 
+def group_bandwidth(gpu, ranks, ranks_per_node, gpus_per_node: int) -> np.ndarray:
+    """Bus bandwidth of a ring over `ranks` GPUs placed `ranks_per_node` to a node. Within a node:
+    NVLink. Across nodes NCCL runs one ring per NIC, so a node's k members of the group share k
+    network links: k × the per-GPU network bandwidth, at most NVLink's."""
+    ranks = np.asarray(ranks)
+    per_node = np.maximum(np.minimum(ranks_per_node, gpus_per_node), 1)
+    across = np.minimum(per_node * gpu.network_bw, gpu.intra_node_bw)
+    return np.where(ranks > per_node, across, gpu.intra_node_bw)
+
+
 def layer_time_per_token(inputs: PlanInputs, tp, tokens, peak: float) -> np.ndarray:
-    """Forward + backward seconds per token of one layer on one TP rank (no recomputation)."""
-    spec = inputs.spec
+    """Forward + backward seconds per token of one layer on one TP rank (no recomputation):
+    the GEMMs at their size's efficiency, attention, and memory-bound element-wise traffic."""
+    spec, gpu = inputs.spec, inputs.gpu
     h, kv_dim, f = spec.d_model, spec.kv_heads * spec.head_dim, spec.ffn
     up_matrices = 2 if spec.arch == "llama" else 1
+    best, half = gpu.matmul_efficiency, half_efficiency_dim(gpu, peak)
     gemms = [  # (params of the weight on this rank, the three GEMM dimensions)
         (h * (h + 2 * kv_dim) / tp, (tokens, h, (h + 2 * kv_dim) / tp)),
         (h * h / tp, (tokens, h / tp, h)),
         (up_matrices * h * f / tp, (tokens, h, up_matrices * f / tp)),
         (h * f / tp, (tokens, f / tp, h)),
     ]
-    seconds = sum(6.0 * params / (peak * matmul_efficiency(*dims)) for params, dims in gemms)
-    attention = 12.0 * spec.seq_len * h / tp       # PaLM's attention FLOPs, split over heads
-    return seconds + attention / (peak * matmul_efficiency(tokens, spec.seq_len, spec.head_dim))
+    seconds = sum(6.0 * params / (peak * matmul_efficiency(*dims, best=best, half=half)) for params, dims in gemms)
+    if inputs.attention == "flash":
+        # Flash kernels skip the masked half of causal attention; their efficiency counts it so.
+        attention = 6.0 * spec.seq_len * h / tp / (peak * gpu.attention_efficiency)
+    else:  # math: the full s×s products, and the scores written, softmaxed and read back
+        attention = (12.0 * spec.seq_len * h / tp / (peak * matmul_efficiency(tokens, spec.seq_len, spec.head_dim, best=best, half=half))
+                     + 3 * 3 * spec.n_heads / tp * spec.seq_len * compute_bytes(inputs.precision) / gpu.hbm_bw)
+    elementwise = (ELEMENTWISE_PER_HIDDEN * h + ELEMENTWISE_PER_FFN * up_matrices * f) / tp
+    return seconds + attention + elementwise * compute_bytes(inputs.precision) / gpu.hbm_bw
 
 
 def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.ndarray]:
@@ -86,10 +118,12 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
         [1.0 / 3.0, (4.0 * spec.seq_len * spec.d_model) / (6.0 * layer_matmul_params(spec)
                                                             + 12.0 * spec.seq_len * spec.d_model)],
         0.0)
-    head_s = 6.0 * spec.vocab_size * spec.d_model / x.tp / (
-        peak * matmul_efficiency(tokens_mb, spec.d_model, spec.vocab_size / x.tp))
+    head_s = (6.0 * spec.vocab_size * spec.d_model / x.tp / (
+        peak * matmul_efficiency(tokens_mb, spec.d_model, spec.vocab_size / x.tp, best=gpu.matmul_efficiency,
+                                 half=half_efficiency_dim(gpu, peak)))
+        + CROSS_ENTROPY_BYTES * spec.vocab_size / x.tp / gpu.hbm_bw)
     stage_s_per_token = layers_here * layer_s * (1 + recompute_fraction) + head_s
-    micro_batch_s = tokens_mb * stage_s_per_token * (1 + ELEMENTWISE_OVERHEAD)
+    micro_batch_s = tokens_mb * stage_s_per_token
     compute = n_micro * micro_batch_s
 
     # Tensor parallel: 4 all-reduces of b·s·h per layer and micro-batch (6 with full recompute).
@@ -104,9 +138,10 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
     send = tokens_mb * spec.d_model * act / np.where(x.sp, x.tp, 1) / pp_bw + LINK_LATENCY_S
     p2p = np.where(x.pp > 1, 2 * (x.pp - 1) * chunks * send, 0.0)
 
-    # Data parallel: volume per step by sharding stage, and the compute that can hide it.
+    # Data parallel: volume per step by sharding stage, and the compute that can hide it. TP ranks
+    # are innermost, so a node holds gpus_per_node / tp members of each data-parallel group.
     held = stage_params(spec, x.tp, x.pp, 0)
-    dp_bw = np.where(x.tp * x.dp > inputs.gpus_per_node, gpu.network_bw, gpu.intra_node_bw)
+    dp_bw = group_bandwidth(gpu, x.dp, inputs.gpus_per_node // x.tp, inputs.gpus_per_node)
     grad_bytes = np.where(x.backend == 2, act, 4.0)          # DeepSpeed reduces 16-bit gradients
     gather_bytes = np.where(x.backend == 2, act, np.where(x.backend == 1, act, 4.0))
     reduce_all = ring_time(held * grad_bytes, x.dp, dp_bw, 2.0)
@@ -121,7 +156,11 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
     last_bucket = ring_time(np.minimum(held * grad_bytes, DDP_BUCKET_BYTES), x.dp, dp_bw, 2.0)
     dp_comm = np.maximum(hidden, last_bucket)
 
-    step = compute + tp_comm + bubble + p2p + dp_comm
+    # Optimizer step: AdamW is memory-bound over the parameters this rank updates.
+    local_params = held / np.where(x.zero > 0, x.shard, 1)
+    optimizer = local_params * OPTIMIZER_BYTES / gpu.hbm_bw
+
+    step = compute + tp_comm + bubble + p2p + dp_comm + optimizer
     tokens_per_step = inputs.tokens_per_step
     model_flops = flops_per_token(spec) * tokens_per_step
     hardware_flops = model_flops * (1 + recompute_fraction)
@@ -130,6 +169,6 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
         "step_time_s": step, "tokens_per_s": tokens_per_step / step,
         "mfu": model_flops / (step * gpus * peak), "hfu": hardware_flops / (step * gpus * peak),
         "compute_s": compute, "tp_comm_s": tp_comm, "bubble_s": bubble, "p2p_s": p2p,
-        "dp_comm_s": dp_comm, "bubble_fraction": bubble / step,
+        "dp_comm_s": dp_comm, "optimizer_s": optimizer, "bubble_fraction": bubble / step,
         "comm_fraction": (tp_comm + p2p + dp_comm) / step,
     }
