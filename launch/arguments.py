@@ -101,6 +101,9 @@ def add_layout_plan_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--accounting", choices=ACCOUNTINGS, default="native",
                       help="native: as the trainer stores them; deepspeed: model states as DeepSpeed's estimators count them; megatron: activations as Korthikanti et al. 2022 count them")
     plan.add_argument("--top", type=int, default=10, help="layouts shown (0: all that fit)")
+    plan.add_argument("--calibration", action="store_true",
+                      help="print the cost model's forecast of each published run it is calibrated "
+                           "against (published vs predicted step time, error %%) and exit")
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
     plan.add_argument("--plots", metavar="DIR", help="write memory plots (PNG) here")
     plan.add_argument("--emit-config", metavar="OUT.yaml",

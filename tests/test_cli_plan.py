@@ -184,3 +184,15 @@ def test_config_plan_json_matches_cli_json(capsys):
     code, out, _ = run(capsys, "--config", "configs/default.yaml", "--gpus", "2", "--gpu", "a10", "--json")
     assert json.loads(out)["layouts"][0] == record
     assert (record["dp"], record["micro_batch"], record["zero_stage"]) == (2, 16, 0)
+
+
+def test_calibration_table(capsys):
+    from planner.layout.calibration import MEASUREMENTS
+
+    code, out, _ = run(capsys, "--calibration")
+    assert code == 0
+    assert "published" in out and "median |error|" in out
+    assert all(m.id in out for m in MEASUREMENTS)
+    code, out, _ = run(capsys, "--calibration", "--json")
+    report = json.loads(out)
+    assert len(report["runs"]) == len(MEASUREMENTS) and report["median_abs_error"] <= 0.05

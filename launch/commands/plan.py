@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from planner.layout.report import render, to_json
     from planner.layout.search import describe
 
+    if args.calibration:
+        return show_calibration(args.json)
     cfg = None
     if args.config:
         from trainer.config import load_config
@@ -64,4 +66,21 @@ def run(args: argparse.Namespace) -> int:
         for path in write_plots(result, args.plots):
             if not args.json:
                 print(f"wrote {path}")
+    return 0
+
+
+def show_calibration(as_json: bool) -> int:
+    """Published runs vs the cost model's forecast of each, with its published layout."""
+    from planner.layout.calibration import compare, median_abs_error, render_calibration
+
+    comparisons = compare()
+    if as_json:
+        print(json.dumps({"median_abs_error": median_abs_error(comparisons), "runs": [
+            {"id": c.measurement.id, "source": c.measurement.source, "gpus": c.measurement.n_gpus,
+             "gpu": c.measurement.gpu.id, "layout": c.measurement.layout, "published": c.measurement.published,
+             "published_step_s": c.measurement.step_time_s, "predicted_step_s": c.predicted_step_s,
+             "error": c.error, "published_mfu": c.measurement.published_mfu, "predicted_mfu": c.predicted_mfu}
+            for c in comparisons]}, indent=1))
+    else:
+        render_calibration(comparisons)
     return 0

@@ -173,18 +173,21 @@ def render_calibration(comparisons: list[Comparison] | None = None, console=None
     from rich.table import Table
 
     comparisons = compare() if comparisons is None else comparisons
-    console = console or Console(width=180)
+    console = console or Console(width=200)
+    with_memory = any(c.measurement.peak_memory_gib for c in comparisons)
     table = Table(title="Cost model vs published runs (each with its published layout)")
-    for name in ("id", "GPUs", "layout", "published", "step s", "predicted s", "error",
-                 "MFU pub.", "MFU pred.", "memory GiB pub./pred."):
-        table.add_column(name, justify="left" if name in ("id", "layout", "published") else "right")
+    for name in ("id", "GPUs", "layout", "published figure", "step s", "predicted s", "error",
+                 "MFU pub.", "MFU pred.") + (("memory GiB pub./pred.",) if with_memory else ()):
+        left = name in ("id", "layout", "published figure")
+        table.add_column(name, justify="left" if left else "right", no_wrap=name != "published figure")
     for c in comparisons:
         m = c.measurement
-        memory = (f"{m.peak_memory_gib:.1f} / {c.predicted_memory_gib:.1f}" if m.peak_memory_gib
-                  else f"- / {c.predicted_memory_gib:.1f}")
-        table.add_row(m.id, f"{m.n_gpus} × {m.gpu.id}", m.layout, m.published, f"{m.step_time_s:.3g}",
-                      f"{c.predicted_step_s:.3g}", f"{100 * c.error:+.1f}%", f"{100 * m.published_mfu:.1f}%",
-                      f"{100 * c.predicted_mfu:.1f}%", memory)
+        row = [m.id, f"{m.n_gpus} × {m.gpu.id}", m.layout, m.published, f"{m.step_time_s:.3g}",
+               f"{c.predicted_step_s:.3g}", f"{100 * c.error:+.1f}%", f"{100 * m.published_mfu:.1f}%",
+               f"{100 * c.predicted_mfu:.1f}%"]
+        if with_memory:
+            row.append((f"{m.peak_memory_gib:.1f}" if m.peak_memory_gib else "-") + f" / {c.predicted_memory_gib:.1f}")
+        table.add_row(*row)
     console.print(table)
     console.print(f"median |error| {100 * median_abs_error(comparisons):.1f}%, "
                   f"largest {100 * max(abs(c.error) for c in comparisons):.1f}% over {len(comparisons)} runs")

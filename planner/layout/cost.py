@@ -1,10 +1,14 @@
 """Step time of a layout: compute + exposed tensor-parallel communication + pipeline bubble +
-exposed data-parallel / ZeRO / FSDP communication.
+exposed data-parallel / ZeRO / FSDP communication + the optimizer step.
 
-- Compute: FLOPs per GPU (model FLOPs plus recomputation) over peak × a matmul efficiency that
-  grows with the local matrix sizes (small GEMMs, e.g. d_model / tp of a few hundred, do not fill
-  the tensor cores), plus a share for memory-bound element-wise work (norms, activations, softmax).
-  The slowest pipeline stage (the last one, which also runs the output head) sets the pace.
+Calibrated against published runs (planner/layout/calibration.py, `scaleplan plan --calibration`):
+the constants below and the GPU catalog's efficiencies are shared by every run, never set per run.
+
+- Compute: GEMM FLOPs over peak × the GPU's sustained GEMM efficiency, scaled down for small local
+  dimensions (d/(d + half) per dimension, half at a fixed share of the GPU's ridge point: peak over
+  HBM bandwidth); flash attention at the GPU's attention efficiency; memory-bound element-wise work
+  (norms, activations, residuals, cross-entropy) as bytes over HBM bandwidth. The slowest pipeline
+  stage (the last one, which also runs the output head) sets the pace.
 - TP (Korthikanti et al. 2022): per layer and micro-batch two all-reduces forward and two backward
   of b·s·h (all-gather + reduce-scatter pairs with sequence parallelism: the same volume), two more
   under full recomputation; ring all-reduce over the NVLink bandwidth; not overlapped.
@@ -14,8 +18,9 @@ exposed data-parallel / ZeRO / FSDP communication.
   between micro-batches); ZeRO-1 reduce-scatter + all-gather per step; ZeRO-2 reduce-scatter per
   micro-batch; ZeRO-3/FSDP two all-gathers and a reduce-scatter per micro-batch. Each overlaps with
   the backward (ZeRO-3: forward and backward) compute running meanwhile, at OVERLAP efficiency.
-  The group crosses nodes (network bandwidth per GPU) once tp × dp exceeds a node, since TP ranks
-  are innermost.
+  TP ranks are innermost; once the group leaves a node, its k members per node cross the network
+  over k NICs (NCCL runs a ring per NIC), at most at NVLink speed.
+- Optimizer: AdamW reads and writes the fp32 states of the local parameters at HBM bandwidth.
 """
 from __future__ import annotations
 
