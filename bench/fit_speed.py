@@ -9,11 +9,19 @@ summed objective.
 
     .venv/bin/pip install -r bench/requirements.txt   # optional: without it only ours is timed
     .venv/bin/python bench/fit_speed.py
+
+Bootstrap section: 4000 resamples of a 20-run fit (seed runs of a Chinchilla-like law, 1 % noise),
+the batched path (every resample refined together, one process) beside the refit path (one scipy
+BFGS per resample, in spawned worker processes), each timed as a whole `scaleplan fit --bootstrap`
+process; the 5 s target is for the batched path's whole process on 2 cores.
+
+    .venv/bin/python bench/fit_speed.py --bootstrap-only
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,13 +81,50 @@ def time_chinchilla(runs, slices: int) -> tuple[ScalingLaw, float] | None:
     return ScalingLaw(**params, name="chinchilla-lib"), seconds
 
 
+def time_bootstrap(resamples: int, runs_count: int) -> None:
+    """Whole `scaleplan fit --bootstrap` processes (imports, fit, bootstrap), batched and refit."""
+    from planner.scaling.law import CHINCHILLA
+    from planner.scaling.runs import write_runs
+    from planner.scaling.simulate import seed_runs
+
+    runs = seed_runs(CHINCHILLA, (1e17, 1e19), runs_count, 0.01, np.random.default_rng(0))
+    print(f"\nbootstrap: {resamples} resamples of a {runs_count}-run fit, {os.cpu_count()} CPU cores, whole process")
+    seconds, intervals = {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        table = Path(scratch) / "runs.csv"
+        write_runs(table, runs)
+        for method in ("batched", "refit"):
+            out = Path(scratch) / f"{method}.json"
+            command = [sys.executable, "-m", "launch.cli", "fit", str(table), "--bootstrap", str(resamples),
+                       "--bootstrap-method", method, "--at-flops", "1e21", "--out", str(out)]
+            start = time.perf_counter()
+            subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds[method] = time.perf_counter() - start
+            import json
+            intervals[method] = json.loads(out.read_text())["intervals"]
+    for method in ("batched", "refit"):
+        low, high = intervals[method]["N_opt"]
+        print(f"  {method:>7}: {seconds[method]:6.2f} s   N_opt at 1e21 FLOPs in [{low:.4g}, {high:.4g}]")
+    worst = max(abs(a / b - 1) for name in intervals["refit"] if name != "E"
+                for a, b in zip(intervals["batched"][name], intervals["refit"][name]))
+    print(f"  refit / batched = {seconds['refit'] / seconds['batched']:.1f}x; largest interval-bound difference "
+          f"(all but E) {100 * worst:.2g} %")
+    print(f"  {'PASS' if seconds['batched'] < 5 else 'SLOWER THAN'} the 5 s target")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--slices", type=int, default=16, help="our grid: values per parameter")
     parser.add_argument("--chinchilla-slices", type=int, default=4, help="chinchilla's grid: values per parameter")
     parser.add_argument("--skip-chinchilla", action="store_true")
+    parser.add_argument("--bootstrap-resamples", type=int, default=4000)
+    parser.add_argument("--bootstrap-runs", type=int, default=20)
+    parser.add_argument("--bootstrap-only", action="store_true", help="time only the bootstrap section")
     args = parser.parse_args()
+    if args.bootstrap_only:
+        time_bootstrap(args.bootstrap_resamples, args.bootstrap_runs)
+        return 0
     if not Path(args.data).is_file():
         print(f"data file not found: {args.data}")
         return 2
@@ -103,6 +148,7 @@ def main() -> int:
     verdict = "PASS" if our_seconds < 10 else "SLOWER THAN"
     print(f"  {verdict} the 10 s target")
 
+    time_bootstrap(args.bootstrap_resamples, args.bootstrap_runs)
     if args.skip_chinchilla:
         return 0
     reference = time_chinchilla(runs, args.chinchilla_slices)

@@ -21,7 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave out the K highest-loss runs (Besiroglu et al. 2024 drop 5 outliers)")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples (0: none)")
     parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, help="interval level (default 0.9)")
-    parser.add_argument("--workers", type=int, default=None, help="bootstrap processes (default: all cores)")
+    parser.add_argument("--bootstrap-method", choices=("batched", "refit"), default="batched",
+                        help="batched: all resamples refined together in this process (default); refit: one "
+                             "scipy fit per resample in --workers processes")
+    parser.add_argument("--workers", type=int, default=None, help="refit bootstrap processes (default: all cores)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed")
     parser.add_argument("--at-flops", type=float, default=None, metavar="C",
                         help="budget for the N_opt / D_opt / loss intervals (default 10x the largest run)")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     boot = None
     if args.bootstrap:
         boot = bootstrap(runs, fit, args.bootstrap, budget, objective_from_args(args), confidence=args.confidence,
-                         seed=args.seed, workers=args.workers)
+                         seed=args.seed, workers=args.workers, method=args.bootstrap_method)
         payload["intervals"] = boot.to_json()["intervals"]
         payload["bootstrap"] = boot.to_json()
     if args.plots:

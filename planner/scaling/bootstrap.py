@@ -1,7 +1,10 @@
 """Bootstrap over runs: refit the law on resampled runs to put intervals on every parameter, on the
 compute-optimal N and D at a budget, and on the loss predicted there.
 
-Resamples are fitted in worker processes started with the `spawn` method (safe next to threads and
+Two paths to the same optima. `batched` (default): every resample is the full set of runs weighted
+by how often each was drawn, and all of them are refined together by the batched damped Newton of
+`batched.py`, warm-started from the full fit's optima, in this process. `refit`: one scipy
+quasi-Newton fit per resample; resamples are fitted in worker processes started with the `spawn` method (safe next to threads and
 on macOS/Windows, where the chinchilla library's fork-only pool hangs); the work function is
 top-level and its arguments are plain arrays, so everything pickles.
 """
@@ -16,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from planner.errors import UserError
+from planner.scaling.batched import refine as refine_batch
 from planner.scaling.fit import FitResult, fit_from_starts, law_from_theta
 from planner.scaling.law import PARAM_NAMES
 from planner.scaling.objectives import Objective
@@ -24,6 +28,8 @@ from planner.scaling.runs import MIN_RUNS, Runs
 DEFAULT_CONFIDENCE = 0.9
 RESAMPLE_GTOL = 1e-7   # on the rescaled objective; parameters settle far below the bootstrap spread
 MAX_WARM_STARTS = 2     # the full fit's best few distinct optima seed every resample's refinement
+METHODS = ("batched", "refit")
+BATCH_CHUNK = 1000      # resamples per batched call: bounds memory (a (chunk x runs x 5 x 5) Hessian build)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,24 @@ def fit_resamples(N: np.ndarray, D: np.ndarray, loss: np.ndarray, objective: Obj
     return thetas
 
 
+def batched_resamples(runs: Runs, objective: Objective, starts: Sequence[np.ndarray],
+                      draws: Sequence[np.ndarray]) -> list[Optional[np.ndarray]]:
+    """Refine every resample at once: resample i weights run j by the times it was drawn."""
+    log_N, log_D, log_loss = np.log(runs.N), np.log(runs.D), np.log(runs.loss)
+    counts = np.array([np.bincount(index, minlength=len(runs)) for index in draws], dtype=float)
+    thetas: list[Optional[np.ndarray]] = []
+    for low in range(0, len(draws), BATCH_CHUNK):
+        chunk = counts[low:low + BATCH_CHUNK]
+        best_value = np.full(len(chunk), np.inf)
+        best_theta = np.full((len(chunk), 5), np.nan)
+        for start in starts:
+            result = refine_batch(np.tile(start, (len(chunk), 1)), log_N, log_D, log_loss, chunk, objective)
+            better = result.objective < best_value
+            best_value[better], best_theta[better] = result.objective[better], result.theta[better]
+        thetas.extend(theta if np.all(np.isfinite(theta)) else None for theta in best_theta)
+    return thetas
+
+
 def warm_starts(fit: FitResult, limit: int = MAX_WARM_STARTS) -> list[np.ndarray]:
     """The full fit's distinct local optima, best first."""
     starts: list[np.ndarray] = []
@@ -92,15 +116,19 @@ def warm_starts(fit: FitResult, limit: int = MAX_WARM_STARTS) -> list[np.ndarray
 
 def bootstrap(runs: Runs, fit: FitResult, n_resamples: int, budget: float,
               objective: Objective = Objective(), confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-              workers: Optional[int] = None) -> BootstrapResult:
-    """Refit `n_resamples` resamples of `runs`, warm-started from `fit`'s optima, in `workers`
-    spawned processes (1: in this process)."""
+              workers: Optional[int] = None, method: str = "batched") -> BootstrapResult:
+    """Refit `n_resamples` resamples of `runs`, warm-started from `fit`'s optima: all at once in this
+    process (`batched`), or one scipy fit each in `workers` spawned processes (`refit`; 1: here)."""
     if n_resamples < 2:
         raise UserError(f"--bootstrap needs at least 2 resamples, got {n_resamples}")
     if not 0 < confidence < 1:
         raise UserError(f"confidence must lie between 0 and 1, got {confidence}")
+    if method not in METHODS:
+        raise UserError(f"unknown bootstrap method '{method}': choose one of {', '.join(METHODS)}")
     draws = resample_indices(len(runs), n_resamples, seed)
     starts = warm_starts(fit)
+    if method == "batched":
+        return _result(batched_resamples(runs, objective, starts, draws), budget, confidence, n_resamples)
     workers = max(1, min(workers or os.cpu_count() or 1, n_resamples))
     if workers == 1:
         thetas = fit_resamples(runs.N, runs.D, runs.loss, objective, starts, draws)
@@ -112,6 +140,11 @@ def bootstrap(runs: Runs, fit: FitResult, n_resamples: int, budget: float,
             futures = [pool.submit(fit_resamples, runs.N, runs.D, runs.loss, objective, starts, chunk)
                        for chunk in chunks if chunk]
             thetas = [theta for future in futures for theta in future.result()]
+    return _result(thetas, budget, confidence, n_resamples)
+
+
+def _result(thetas: Sequence[Optional[np.ndarray]], budget: float, confidence: float,
+            n_resamples: int) -> BootstrapResult:
     laws = [law_from_theta(theta) for theta in thetas if theta is not None]
     if len(laws) < 2:
         raise UserError("bootstrap: fewer than 2 resamples could be fitted")
