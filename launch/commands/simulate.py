@@ -24,6 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=5, help="fit -> allocate -> train rounds (default 5)")
     parser.add_argument("--scaling-factor", type=float, default=2.0, help="compute growth per round (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--design", choices=("loguniform", "isoflop"), default="loguniform",
+                        help="seed placement: log-uniform random (default) or IsoFLOP slices spanning 1-400 "
+                             "tokens/param, as `scaleplan ladder` places them (same runs, same mean compute)")
+    parser.add_argument("--slices", type=int, default=4, help="isoflop: budget slices (default 4)")
+    parser.add_argument("--repeats", type=int, default=50,
+                        help="repetitions of the seed ladder for N_opt's bias and scatter (default 50; 0: skip)")
+    parser.add_argument("--target-factor", type=float, default=100.0,
+                        help="bias and scatter of N_opt at this x the top of --seed-flops (default 100)")
     add_fit_arguments(parser)
     add_json_flag(parser)
 
@@ -36,9 +44,19 @@ def run(args: argparse.Namespace) -> int:
         grid = load_grid(args.grid, seed_runs(truth, tuple(args.seed_flops), args.seeds, args.noise,
                                               np.random.default_rng(args.seed)), args.grid_slices)
     steps = simulate(truth, tuple(args.seed_flops), args.seeds, args.noise, args.iterations, args.scaling_factor,
-                     objective_from_args(args), args.grid_slices, grid, args.seed)
+                     objective_from_args(args), args.grid_slices, grid, args.seed, args.design, args.slices)
+    spread = None
+    if args.repeats > 0:
+        from planner.scaling.ladder import score
+        from planner.scaling.simulate import design_for_range
+
+        design, total = design_for_range(args.design, tuple(args.seed_flops), args.seeds, args.slices)
+        target = args.target_factor * args.seed_flops[1]    # the same target for every design
+        spread = score(design, truth, total, target, args.noise, args.repeats, args.seed,
+                       objective=objective_from_args(args))
     if args.json:
-        print_json({"truth": truth.params(), "steps": [s.to_json(truth) for s in steps]})
+        print_json({"truth": truth.params(), "steps": [s.to_json(truth) for s in steps],
+                    "seed_design": spread.to_json() if spread else None})
         return 0
     true = truth.params()
     print("truth: " + ", ".join(f"{k} {v:.5g}" for k, v in true.items()))
@@ -52,4 +70,8 @@ def run(args: argparse.Namespace) -> int:
               f"{p['alpha']:>6.3f} {p['beta']:>6.3f}")
     last = steps[-1].relative_errors(truth)
     print("final relative errors: " + ", ".join(f"{k} {100 * v:+.1f}%" for k, v in last.items()))
+    if spread is not None:
+        print(f"seed design {spread.design.describe()}: N_opt at {spread.target_flops:.3g} FLOPs over {args.repeats} "
+              f"repetitions: bias {100 * spread.bias:+.1f} %, scatter ±{100 * spread.scatter:.1f} % (90 % range), "
+              f"median |error| {100 * spread.median_error:.1f} %")
     return 0

@@ -64,17 +64,48 @@ def seed_runs(truth: ScalingLaw, flops_range: tuple[float, float], count: int, n
     return Runs(N=N, D=D, loss=observe(truth, N, D, noise, rng), source="simulated seeds")
 
 
+def design_for_range(kind: str, flops_range: tuple[float, float], count: int, slices: int = 4,
+                     span: tuple[float, float] = (1.0, 400.0)) -> tuple["Design", float]:
+    """The ladder design `kind` over `flops_range` with `count` runs, and the total compute it spends:
+    what log-uniform placement spends on average, so that designs compare at equal compute."""
+    from planner.scaling.ladder import LOGUNIFORM_TOKENS_PER_PARAM, Design
+
+    low, high = flops_range
+    if not 0 < low <= high:
+        raise UserError(f"--seed-flops needs 0 < low <= high, got {low:g} {high:g}")
+    mean = (high - low) / np.log(high / low) if high > low else low
+    if kind == "loguniform":
+        return Design("loguniform", count, 1, high / low, LOGUNIFORM_TOKENS_PER_PARAM), count * mean
+    return Design(kind, count, slices, high / low, span), count * mean
+
+
+def designed_seed_runs(truth: ScalingLaw, design: "Design", total_flops: float, noise: float,
+                       rng: np.random.Generator) -> Runs:
+    from planner.scaling.ladder import place
+
+    placement = place(design, total_flops, rng)
+    return Runs(N=placement.N, D=placement.D, loss=observe(truth, placement.N, placement.D, noise, rng),
+                source=f"simulated {design.kind} seeds")
+
+
 def simulate(truth: ScalingLaw, flops_range: tuple[float, float], seeds: int = 20, noise: float = 0.01,
              iterations: int = 5, scaling_factor: float = 2.0, objective: Objective = Objective(),
-             slices: int = DEFAULT_SLICES, grid: Optional[Grid] = None, seed: int = 0) -> list[SimulationStep]:
-    """Seed, then `iterations` times: fit, allocate `scaling_factor` x the largest compute, 'train'
-    that run against the true law, and add it to the runs."""
+             slices: int = DEFAULT_SLICES, grid: Optional[Grid] = None, seed: int = 0,
+             design: str = "loguniform", design_slices: int = 4) -> list[SimulationStep]:
+    """Seed (log-uniform as `seed_runs`, or a ladder design), then `iterations` times: fit, allocate
+    `scaling_factor` x the largest compute, 'train' that run against the true law, and add it."""
     if iterations < 1:
         raise UserError(f"--iterations must be at least 1, got {iterations}")
     if not scaling_factor > 0 or not noise >= 0:
         raise UserError("--scaling-factor must be positive and --noise non-negative")
     rng = np.random.default_rng(seed)
-    runs = seed_runs(truth, flops_range, seeds, noise, rng)
+    if design == "loguniform":
+        runs = seed_runs(truth, flops_range, seeds, noise, rng)
+    else:
+        if seeds < 5:
+            raise UserError(f"--seeds must be at least 5 (the law has 5 parameters), got {seeds}")
+        chosen, total = design_for_range(design, flops_range, seeds, design_slices)
+        runs = designed_seed_runs(truth, chosen, total, noise, rng)
     steps = []
     for iteration in range(1, iterations + 1):
         fit = fit_law(runs, objective, grid=grid if grid is not None else default_grid(runs, slices))
