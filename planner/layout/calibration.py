@@ -12,24 +12,26 @@ per second, or FLOPs per step (the source's own formula) / (TFLOP/s per GPU × G
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from statistics import median
 from typing import Optional
 
 from parallel.layout import Layout
-from planner.hardware import CATALOG, GB, GIB, GPU
+from planner.hardware import CATALOG, GIB, GPU
 from planner.layout.inputs import PlanInputs
 from planner.model_spec import ModelSpec, flops_per_token
 
 # Sources, one line each.
 LLM_FOUNDRY = ("MosaicML llm-foundry, scripts/train/benchmarking/README.md (MPT training benchmarks: "
                "FSDP FULL_SHARD, amp_bf16, tokens/s and MFU per row)")
-TORCHTITAN_A100 = ("torchtitan docs/performance.md, Llama 3 on 64 A100 80GB with FSDP2 "
-                   "(local batch 1, seq 8192; WPS per GPU and MFU)")
+TORCHTITAN_A100 = ("torchtitan docs/performance.md, Llama 3 70B on 64 A100 80GB with FSDP2 "
+                   "(local batch 1, seq 8192, full AC; WPS per GPU and MFU)")
 TORCHTITAN_LLAMA2 = ("torchtitan docs/performance.md (2024 version), Llama 2 13B on 64 A100 80GB with FSDP2 "
                      "(local batch 2, seq 4096, no AC; WPS per GPU and MFU)")
 NARAYANAN_2021 = ("Narayanan et al. 2021, Efficient Large-Scale Language Model Training on GPU Clusters "
                   "(SC21), Table 1: 1T GPT on 3072 A100, t=8, p=64, batch 3072, 163 TFLOP/s per GPU")
+
+
 # The MPT family as the llm-foundry yamls shape it: GPT blocks (LayerNorm, GeLU 4h MLP, no biases),
 # vocabulary 50368, tied embeddings; the parameter counts match the tables' NumParams to 0.1 %.
 def _mpt(layers: int, d_model: int, heads: int, seq: int = 2048) -> ModelSpec:
