@@ -1,9 +1,10 @@
 """Fully sharded data parallelism with FSDP2 (`fully_shard`): ZeRO-3-like, ZeRO-2-like and HSDP.
 
 Each block is its own unit (all-gathered just before it runs, so only one or two blocks are whole at
-a time), then the root takes what is left: embeddings, final norm and head. On a 2-D mesh
-(dp_replicate × dp_shard) states are sharded within a replica group and gradients all-reduced
-across groups: HSDP.
+a time), then each root takes what is left: embeddings, final norm and head. A root is the whole
+model, or each pipeline stage (its forward is what the schedule calls). On a 2-D mesh (dp_replicate
+× dp_shard) states are sharded within a replica group and gradients all-reduced across groups: HSDP.
+Tensor-parallel DTensor parameters are sharded again over the data-parallel mesh (2-D FSDP × TP).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
 
-def apply_fsdp(model: nn.Module, mesh: DeviceMesh, blocks: str, compute_dtype: torch.dtype,
-               reshard_after_forward: bool, cpu_offload: bool = False) -> nn.Module:
-    """Shard `model` in place; `blocks` names its ModuleList of transformer blocks.
+def apply_fsdp(model: nn.Module, stages: list[nn.Module], mesh: DeviceMesh, blocks: str,
+               compute_dtype: torch.dtype, reshard_after_forward: bool, cpu_offload: bool = False) -> nn.Module:
+    """Shard `model` in place; `blocks` names its dict of transformer blocks; `stages`: this rank's
+    pipeline stages (empty without pipeline parallelism), each a root.
 
     reshard_after_forward=True frees each block's gathered weights after its forward (ZeRO-3);
     False keeps them until its backward, trading memory for one all-gather fewer (ZeRO-2-like).
@@ -25,9 +27,9 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, blocks: str, compute_dtype: t
     mixed = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     # pinned host memory needs a GPU to pin for
     offload = CPUOffloadPolicy(pin_memory=mesh.device_type == "cuda") if cpu_offload else OffloadPolicy()
+    options = dict(mesh=mesh, mp_policy=mixed, reshard_after_forward=reshard_after_forward, offload_policy=offload)
     for block in model.get_submodule(blocks).values():
-        fully_shard(block, mesh=mesh, mp_policy=mixed, reshard_after_forward=reshard_after_forward,
-                    offload_policy=offload)
-    fully_shard(model, mesh=mesh, mp_policy=mixed, reshard_after_forward=reshard_after_forward,
-                offload_policy=offload)
+        fully_shard(block, **options)
+    for root in stages or [model]:
+        fully_shard(root, **options)
     return model

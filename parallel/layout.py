@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 Recompute = Literal["none", "selective", "full"]
-PipelineSchedule = Literal["gpipe", "1f1b", "interleaved"]
+PipelineSchedule = Literal["gpipe", "1f1b", "interleaved", "zero_bubble"]
+MULTI_STAGE_SCHEDULES = ("interleaved", "zero_bubble")   # vpp stages per rank
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Layout:
     recompute: Recompute = "none"
     pp_schedule: PipelineSchedule = "1f1b"
     sequence_parallel: bool = False   # Korthikanti et al. 2022: shard norms/dropout over the TP group
-    vpp: int = 1                      # model chunks per pipeline rank (interleaved 1F1B)
+    vpp: int = 1                      # model chunks per pipeline rank (interleaved 1F1B, zero bubble)
 
     @property
     def dp(self) -> int:
@@ -36,8 +37,8 @@ class Layout:
     def world_size(self) -> int:
         return self.dp * self.tp * self.pp
 
-    def problems(self, world_size: int, n_heads: Optional[int] = None,
-                 n_kv_heads: Optional[int] = None, n_layers: Optional[int] = None) -> list[str]:
+    def problems(self, world_size: int, n_heads: Optional[int] = None, n_kv_heads: Optional[int] = None,
+                 n_layers: Optional[int] = None, ffn: Optional[int] = None) -> list[str]:
         """Every reason this layout cannot run on `world_size` ranks with this model; empty if none."""
         found = []
         for name in ("dp_replicate", "dp_shard", "tp", "pp", "micro_batch", "vpp"):
@@ -52,10 +53,14 @@ class Layout:
             found.append(f"tp={self.tp} does not divide the {n_heads} attention heads")
         if n_kv_heads is not None and n_kv_heads % self.tp:
             found.append(f"tp={self.tp} does not divide the {n_kv_heads} key/value heads")
-        if n_layers is not None and n_layers % self.pp:
+        if ffn is not None and ffn % self.tp:
+            found.append(f"tp={self.tp} does not divide the FFN width {ffn}")
+        if n_layers is not None and self.pp > n_layers:
+            found.append(f"pp={self.pp} is more pipeline stages than the {n_layers} layers")
+        elif n_layers is not None and n_layers % self.pp:
             found.append(f"pp={self.pp} does not divide the {n_layers} layers")
-        if self.vpp > 1 and self.pp_schedule != "interleaved":
-            found.append(f"vpp={self.vpp} needs pp_schedule=interleaved")
+        if self.vpp > 1 and self.pp_schedule not in MULTI_STAGE_SCHEDULES:
+            found.append(f"vpp={self.vpp} needs pp_schedule=interleaved or zero_bubble")
         if self.vpp > 1 and n_layers is not None and n_layers % (self.pp * self.vpp):
             found.append(f"pp={self.pp} × vpp={self.vpp} does not divide the {n_layers} layers")
         if self.sequence_parallel and self.tp == 1:
@@ -67,6 +72,6 @@ class Layout:
         n_heads, n_kv_heads and n_layers attributes)."""
         heads = getattr(model, "n_heads", None)
         kv_heads = getattr(model, "n_kv_heads", None) or heads
-        found = self.problems(world_size, heads, kv_heads, getattr(model, "n_layers", None))
+        found = self.problems(world_size, heads, kv_heads, getattr(model, "n_layers", None), getattr(model, "ffn", None))
         if found:
             raise ValueError("layout does not fit: " + "; ".join(found))

@@ -7,15 +7,15 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from parallel.layout import Layout
 
 DATA_PARALLEL_DIMS = ("dp_replicate", "dp_shard")
+MESH_DIMS = ("pp", *DATA_PARALLEL_DIMS, "tp")
 
 
 def build_mesh(layout: Layout, device: torch.device) -> DeviceMesh:
-    """A mesh with one named dimension per data-parallel factor (size 1 where unused): replicas
-    outermost, so the ranks of one shard group are neighbours (the same node, where it fits).
-    Tensor and pipeline parallelism add their named dimensions here."""
-    if layout.tp != 1 or layout.pp != 1:
-        raise ValueError(f"tensor/pipeline parallelism is not available yet (tp={layout.tp}, pp={layout.pp})")
-    return init_device_mesh(device.type, (layout.dp_replicate, layout.dp_shard), mesh_dim_names=DATA_PARALLEL_DIMS)
+    """A 4-D mesh (pp, dp_replicate, dp_shard, tp), size 1 where unused. Tensor parallelism is
+    innermost, so its ranks (one all-reduce per sub-layer) are neighbours on one node; pipeline
+    stages, which only pass activations to the next stage, are outermost."""
+    sizes = (layout.pp, layout.dp_replicate, layout.dp_shard, layout.tp)
+    return init_device_mesh(device.type, sizes, mesh_dim_names=MESH_DIMS)
 
 
 def data_parallel_mesh(mesh: DeviceMesh, layout: Layout) -> DeviceMesh:
@@ -24,3 +24,8 @@ def data_parallel_mesh(mesh: DeviceMesh, layout: Layout) -> DeviceMesh:
     if layout.dp_replicate > 1 and layout.dp_shard > 1:
         return mesh[DATA_PARALLEL_DIMS]
     return mesh["dp_replicate"] if layout.dp_replicate > 1 else mesh["dp_shard"]
+
+
+def data_parallel_rank(mesh: DeviceMesh, layout: Layout) -> int:
+    """This rank's index among the data-parallel ranks: which slice of each batch it reads."""
+    return mesh["dp_replicate"].get_local_rank() * layout.dp_shard + mesh["dp_shard"].get_local_rank()

@@ -70,6 +70,7 @@ class DeepSpeedEngine:
         import deepspeed
 
         self.stage = config["zero_optimization"]["stage"]
+        self.eval_batch = config["train_micro_batch_size_per_gpu"]
         self.engine, self.zero_optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=config, dist_init_required=False)
         # Forward goes through DeepSpeed's engine (ZeRO-3 does its bookkeeping there); `module.module`
@@ -95,6 +96,13 @@ class DeepSpeedEngine:
         self.zero_optimizer.optimizer.step = guarded_step
 
     # Training -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+        """Summed next-token loss over the targets that are not -100 (the model's mean ignores them)."""
+        tokens = (targets_BT != -100).sum()
+        mean = self._model(inputs_BT, targets_BT).float()
+        return torch.where(tokens > 0, mean * tokens, torch.zeros_like(mean))
+
     def accumulate(self, last: bool) -> ContextManager:
         return contextlib.nullcontext()   # DeepSpeed counts micro-steps itself (gradient_accumulation_steps)
 

@@ -84,11 +84,12 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     return losses
 
 
-def single_process_reference(root: Path, steps: int, name: str = "single") -> tuple[list[str], dict, Path]:
+def single_process_reference(root: Path, steps: int, name: str = "single",
+                             extra: tuple = ()) -> tuple[list[str], dict, Path]:
     """Tiny data under `root`, the arguments every layout of a comparison shares (fp32, the sharded
     batch), and the losses of one process trained on them: (arguments, losses by step, runs dir)."""
     data = write_tiny_corpus(root / "data")
     common = [*TINY, *SHARDED_BATCH, f"data.dir={data}", f"train.runs_dir={root / 'runs'}",
               f"train.steps={steps}", "precision.dtype=fp32", "train.eval_every=100"]
-    run_train([*common, f"train.name={name}"], nproc=1)
+    run_train([*common, *extra, f"train.name={name}"], nproc=1)
     return common, step_losses(root / "runs" / name), root / "runs"

@@ -11,14 +11,15 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from parallel.layout import Layout
-from parallel.mesh import build_mesh
-from parallel.parallelize import parallelize
+from parallel.mesh import build_mesh, data_parallel_rank
+from parallel.parallelize import Parallelized, parallelize
+from parallel.pipeline import build_schedule
 from planner.errors import UserError
 from planner.layout.model_states import DEEPSPEED_BUCKET_ELEMENTS
 from trainer.checkpoint import checkpoint_steps, load_checkpoint, resolve_resume
 from trainer.config import Config
 from trainer.data import BatchFilter, TokenData, WindowSampler, eval_windows
-from trainer.engine import Engine, TorchEngine
+from trainer.engine import Engine, PipelineEngine, TorchEngine
 from trainer.guards import SpikeGuard
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
@@ -42,6 +43,7 @@ class Run:
     val_BT: torch.Tensor
     guard: SpikeGuard
     control_group: dist.ProcessGroup   # gloo: flags the loop agrees on without touching the GPU
+    dp_rank: int = 0             # which slice of each batch this rank's model replica reads
     step: int = 0
     lr_scale: float = 1.0        # lowered by each rollback when guards.rollback_lr_factor < 1
     rollbacks: int = 0
@@ -88,7 +90,7 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
     layout, backend = resolve_layout(cfg, runtime.world_size)
     n_micro = cfg.grad_accum_steps(layout.dp)
     mesh = build_mesh(layout, device)
-    dp_rank = mesh["dp_replicate"].get_local_rank() * layout.dp_shard + mesh["dp_shard"].get_local_rank()
+    dp_rank = data_parallel_rank(mesh, layout)
 
     # Every layout starts from the same weights: initialize whole, then shard. Sharded backends
     # initialize in host memory and move only their shards to the GPU.
@@ -98,17 +100,17 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
     torch.manual_seed(cfg.train.seed)
     model.init_weights()
     compute_dtype = DTYPES[cfg.precision.dtype]
-    model = parallelize(model, layout, backend, mesh, device, compute_dtype, cfg.parallel.bucket_mb,
-                        cfg.parallel.cpu_offload)
+    parallel = parallelize(model, layout, backend, mesh, device, compute_dtype, cfg.parallel.bucket_mb,
+                           cfg.parallel.cpu_offload, compile_blocks=cfg.parallel.compile)
     precision = Precision(cfg.precision, device.type, autocast=backend == "ddp", sharded=backend == "fsdp")
-    engine = build_engine(cfg, backend, layout, model, precision, n_micro, device)
+    engine = build_engine(cfg, backend, layout, parallel, precision, n_micro, device, mesh)
     run = Run(cfg=cfg, runtime=runtime, run_dir=run_dir, data=data, layout=layout, backend=backend,
               n_micro=n_micro, engine=engine, precision=precision,
               sampler=WindowSampler(data.train, cfg.model.seq_len, cfg.global_batch, dp_rank, layout.dp,
                                     cfg.train.seed, batch_filter(cfg)),
               val_BT=eval_windows(data.val, cfg.model.seq_len,
                                   cfg.train.eval_batches * cfg.parallel.micro_batch, cfg.train.seed),
-              guard=SpikeGuard(cfg.guards, device), control_group=dist.new_group(backend="gloo"))
+              guard=SpikeGuard(cfg.guards, device), control_group=dist.new_group(backend="gloo"), dp_rank=dp_rank)
     if resume_from is not None:
         run.restore(load_checkpoint(resume_from, engine, run.train_state(), runtime.rank, model_yaml(cfg)))
         run.resumed_from = resume_from
@@ -129,17 +131,25 @@ def model_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model.model_dump(mode="json"))
 
 
-def build_engine(cfg: Config, backend: str, layout: Layout, model: nn.Module, precision: Precision,
-                 n_micro: int, device: torch.device) -> Engine:
+def build_engine(cfg: Config, backend: str, layout: Layout, parallel: Parallelized, precision: Precision,
+                 n_micro: int, device: torch.device, mesh) -> Engine:
     """The optimizer and the object that owns backward and step for this backend."""
+    micro_batch = cfg.parallel.micro_batch
     if backend != "deepspeed":
-        optimizer = build_optimizer(model, cfg.optim)
+        optimizer = build_optimizer(parallel.module, cfg.optim)
+        tensor_parallel = layout.tp > 1
+        if layout.pp > 1:
+            engine = PipelineEngine(parallel, optimizer, precision, micro_batch, n_micro, None, tensor_parallel)
+            engine.schedule = build_schedule(parallel.stages, mesh["pp"].get_local_rank(), layout.pp, layout.vpp,
+                                             mesh["pp"], device, layout.pp_schedule, n_micro, engine.loss_fn)
+            return engine
         # ZeRO-3 keeps gradients sharded: reduce-scatter after every micro-batch.
-        return TorchEngine(model, optimizer, precision, reduce_every_micro_batch=layout.zero_stage >= 3)
+        return TorchEngine(parallel, optimizer, precision, micro_batch,
+                           reduce_every_micro_batch=layout.zero_stage >= 3, tensor_parallel=tensor_parallel)
     from parallel.zero import DeepSpeedEngine, deepspeed_config
 
-    model.to(device)
-    config = deepspeed_config(layout.zero_stage, cfg.parallel.micro_batch, n_micro, layout.dp, cfg.optim.grad_clip,
+    model = parallel.module.to(device)
+    config = deepspeed_config(layout.zero_stage, micro_batch, n_micro, layout.dp, cfg.optim.grad_clip,
                               cfg.precision.dtype, cfg.precision.initial_loss_scale, cfg.parallel.cpu_offload,
                               int(DEEPSPEED_BUCKET_ELEMENTS), cfg.parallel.deepspeed)
     return DeepSpeedEngine(model, build_optimizer(model, cfg.optim), config)

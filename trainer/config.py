@@ -131,12 +131,18 @@ class ParallelConfig(Section):
                                         "replica groups); default: all data-parallel ranks when unsharded")
     dp_shard: Optional[int] = Field(None, ge=1, description="ranks one copy of the model states is sharded "
                                     "over; default: all data-parallel ranks when zero_stage > 0")
-    tp: int = Field(1, ge=1, description="tensor-parallel ranks (not available yet: 1)")
-    pp: int = Field(1, ge=1, description="pipeline stages (not available yet: 1)")
+    tp: int = Field(1, ge=1, description="tensor-parallel ranks: attention heads, FFN width and vocabulary split over them")
+    sequence_parallel: bool = Field(False, description="with tp > 1: norms and the residual stream split along the sequence")
+    pp: int = Field(1, ge=1, description="pipeline ranks: the layers cut into pp × vpp stages")
+    pp_schedule: Literal["gpipe", "1f1b", "interleaved", "zero_bubble"] = Field(
+        "1f1b", description="pipeline schedule; interleaved and zero_bubble run vpp stages per rank")
+    vpp: int = Field(1, ge=1, description="pipeline stages per rank (virtual stages) for interleaved and zero_bubble")
     zero_stage: Optional[int] = Field(None, ge=0, le=3, description="what is sharded: 1 optimizer states, "
                                       "2 + gradients, 3 + weights; default: 0 (ddp, auto), 2 (deepspeed), 3 (fsdp)")
     micro_batch: int = Field(8, ge=1, description="sequences per rank per forward/backward")
-    recompute: Literal["none", "full"] = Field("none", description="full: recompute each block in backward")
+    recompute: Literal["none", "selective", "full"] = Field(
+        "none", description="selective: recompute the attention core in backward; full: each whole block")
+    compile: bool = Field(False, description="torch.compile each block (GPU; the first steps compile)")
     cpu_offload: bool = Field(False, description="fsdp: parameters, gradients and optimizer on the CPU; "
                               "deepspeed: optimizer states on the CPU")
     bucket_mb: int = Field(25, ge=1, description="DDP gradient bucket size")

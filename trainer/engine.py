@@ -1,7 +1,9 @@
 """The one object the loop talks to for a backend: forward module, backward, step, state dicts.
 
-`TorchEngine` runs DDP and FSDP2 with a torch optimizer and our `Precision`; DeepSpeed's engine
-(`parallel/zero.py`) has the same methods. The loop never asks which backend it has.
+`TorchEngine` runs DDP and FSDP2, with or without tensor parallelism, with a torch optimizer and our
+`Precision`; `PipelineEngine` adds the pipeline schedule, which runs forward and backward of all
+micro-batches itself; DeepSpeed's engine (`parallel/zero.py`) has the same methods. The loop never
+asks which backend it has.
 """
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ import contextlib
 from typing import Callable, ContextManager, Optional, Protocol
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-from torch.distributed.tensor import DTensor
 
+from parallel.gradients import average_gradients, clip_gradients, global_grad_norm, local
 from parallel.held_memory import storage_bytes
+from parallel.parallelize import Parallelized
+from parallel.tensor import loss_context
+from trainer.model import summed_token_loss
 from trainer.precision import Precision
 
 
@@ -23,6 +29,7 @@ Decide = Callable[[torch.Tensor], torch.Tensor]
 
 class Engine(Protocol):
     module: nn.Module   # what forward runs on: training, evaluation and sampling (collective when sharded)
+    eval_batch: int      # sequences `score` takes at once
 
     def accumulate(self, last: bool) -> ContextManager: ...
     def autocast(self) -> ContextManager: ...
@@ -32,6 +39,7 @@ class Engine(Protocol):
     def set_lr(self, lr: float) -> None: ...
     def state_dict(self, for_loading: bool = False) -> tuple[dict, dict]: ...
     def load_state_dict(self, model_state: dict, optim_state: dict) -> None: ...
+    def score(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor: ...
     model_state_bytes: int   # parameters + gradients + optimizer states held by this rank, at the last measured step
 
 
@@ -43,10 +51,12 @@ class TorchEngine:
     once; at ZeRO-3 it reduce-scatters every micro-batch, so gradients stay sharded, as ZeRO-3 promises.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-                 reduce_every_micro_batch: bool = False):
-        self.module, self.optimizer, self.precision = model, optimizer, precision
+    def __init__(self, parallel: Parallelized, optimizer: torch.optim.Optimizer, precision: Precision,
+                 micro_batch: int, reduce_every_micro_batch: bool = False, tensor_parallel: bool = False):
+        self.module, self.optimizer, self.precision = parallel.module, optimizer, precision
+        self.parallel, self.tensor_parallel = parallel, tensor_parallel
         self.reduce_every_micro_batch = reduce_every_micro_batch
+        self.eval_batch = micro_batch
         self.model_state_bytes = 0
 
     def accumulate(self, last: bool) -> ContextManager:
@@ -57,10 +67,21 @@ class TorchEngine:
         return contextlib.nullcontext() if last or no_sync is None else no_sync()
 
     def autocast(self) -> ContextManager:
-        return self.precision.autocast()
+        """Where forward runs: autocast, and under tensor parallelism the loss on vocabulary shards."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.precision.autocast())
+        stack.enter_context(loss_context(self.tensor_parallel))
+        return stack
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.precision.backward(loss)
+        with loss_context(self.tensor_parallel):
+            self.precision.backward(loss)
+
+    @torch.no_grad()
+    def score(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+        """Summed next-token loss over the targets that are not -100 (padding)."""
+        with self.autocast():
+            return local(summed_token_loss(self.module(inputs_BT), targets_BT))
 
     def step(self, grad_clip: float, measure: bool = False,
              decide: Optional[Decide] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,10 +89,12 @@ class TorchEngine:
         norm before clipping and the skip flag, on device. `measure`: count the model-state bytes
         while gradients and optimizer states are both alive (the step's peak)."""
         self.precision.unscale(self.optimizer)
-        max_norm = grad_clip if grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
-        if isinstance(grad_norm, DTensor):
-            grad_norm = grad_norm.full_tensor()
+        params = list(self.module.parameters())
+        if self.parallel.average_over is not None:
+            average_gradients(params, self.parallel.average_over)
+        grad_norm = global_grad_norm(params, self.parallel.pipeline_group)
+        if grad_clip > 0:
+            clip_gradients(params, grad_clip, grad_norm)
         skip = decide(grad_norm) if decide is not None else torch.zeros((), dtype=torch.bool, device=grad_norm.device)
         if decide is None:
             self.precision.step(self.optimizer)
@@ -111,3 +134,54 @@ class TorchEngine:
         params = list(self.module.parameters())
         states = [v for s in self.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
         return storage_bytes(params + [p.grad for p in params] + states)
+
+
+class PipelineEngine(TorchEngine):
+    """A pipeline rank: its stages run forward and backward of every micro-batch inside the
+    schedule (`forward_backward`); the rest (clipping over all stages, step, state) is TorchEngine's."""
+
+    def __init__(self, parallel: Parallelized, optimizer: torch.optim.Optimizer, precision: Precision,
+                 micro_batch: int, n_micro: int, schedule, tensor_parallel: bool = False):
+        super().__init__(parallel, optimizer, precision, micro_batch, tensor_parallel=tensor_parallel)
+        self.schedule, self.n_micro = schedule, n_micro
+        self.eval_batch = micro_batch * n_micro   # the schedule's stages expect whole micro-batches
+        self.fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+    def loss_fn(self, output: torch.Tensor, targets_BT: torch.Tensor, z_loss: float = 0.0,
+                scoring: bool = False) -> torch.Tensor:
+        """The last stage's loss per micro-batch (the schedule averages gradients over micro-batches)."""
+        from trainer.model import language_model_loss
+
+        if scoring:
+            return summed_token_loss(output, targets_BT)
+        loss = language_model_loss(output, targets_BT, z_loss)
+        return self.fault(loss) if self.fault is not None else loss
+
+    def _run(self, inputs_BT, targets_BT, scoring: bool, z_loss: float = 0.0) -> torch.Tensor:
+        """The sum of the last stage's micro-batch losses, on every rank of the pipeline."""
+        losses: list[torch.Tensor] = []
+        run = self.schedule.eval if scoring else self.schedule.step
+        with self.autocast():
+            run(inputs_BT, target=targets_BT, losses=losses, return_outputs=False,
+                loss_kwargs={"z_loss": z_loss, "scoring": scoring})
+        total = torch.zeros((), device=inputs_BT.device)
+        for loss in losses:
+            total += local(loss).detach().float()
+        dist.all_reduce(total, group=self.parallel.pipeline_group)   # only the last stage holds losses
+        return total
+
+    def forward_backward(self, micro_batches, n_micro: int, device: torch.device, z_loss: float = 0.0,
+                         fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """Forward and backward of all `n_micro` micro-batches; their mean loss."""
+        batches = list(micro_batches)
+        inputs_BT = torch.cat([inputs for inputs, _ in batches]).to(device, non_blocking=True)
+        targets_BT = torch.cat([targets for _, targets in batches]).to(device, non_blocking=True)
+        self.fault = fault
+        try:
+            return self._run(inputs_BT, targets_BT, scoring=False, z_loss=z_loss) / n_micro
+        finally:
+            self.fault = None
+
+    @torch.no_grad()
+    def score(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+        return self._run(inputs_BT, targets_BT, scoring=True)

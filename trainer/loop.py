@@ -198,8 +198,7 @@ def model_states_gib(run: Run) -> float:
 
 
 def evaluate(run: Run) -> float:
-    return validation_loss(run.model, run.val_BT, run.cfg.parallel.micro_batch, run.runtime.rank,
-                           run.runtime.world_size, run.precision, run.runtime.device)
+    return validation_loss(run.engine, run.val_BT, run.dp_rank, run.layout.dp, run.runtime.device)
 
 
 class ThroughputMeter:
@@ -241,7 +240,7 @@ def finish(run: Run, val_loss: float) -> RunResult:
 def generate_sample(run: Run) -> str:
     """A short continuation of train.sample_prompt, to see what the model has learned."""
     cfg, device = run.cfg, run.runtime.device
-    if cfg.train.sample_tokens == 0:
+    if cfg.train.sample_tokens == 0 or run.layout.pp > 1:   # a pipeline has no whole-model forward to sample with
         return ""
     tokenizer = load_tokenizer(run.data.meta["tokenizer"])
     prompt = tokenizer.encode(cfg.train.sample_prompt) or [0]

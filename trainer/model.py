@@ -36,6 +36,13 @@ def language_model_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor, z_lo
     return loss
 
 
+def summed_token_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over the tokens whose target is not -100 (padding): for evaluation,
+    where batches are padded to a fixed size."""
+    return F.cross_entropy(logits_BTV.float().flatten(0, 1), targets_BT.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+
+
 class RMSNorm(nn.Module):
     """Computed in fp32 whatever the activations' dtype (a stability habit: bf16 sums of squares
     lose the small components)."""
@@ -216,7 +223,10 @@ class Transformer(nn.Module):
         """Sample `new_tokens` continuations, cropping the context to the model's sequence length."""
         for _ in range(new_tokens):
             context = idx_BT[:, -self.cfg.seq_len:]
-            logits_BV = self(context)[:, -1, :].float() / temperature
+            logits_BTV = self(context)
+            if hasattr(logits_BTV, "full_tensor"):   # split by vocabulary under tensor parallelism
+                logits_BTV = logits_BTV.full_tensor()
+            logits_BV = logits_BTV[:, -1, :].float() / temperature
             if top_k:
                 kth = torch.topk(logits_BV, min(top_k, logits_BV.shape[-1])).values[:, -1:]
                 logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))

@@ -64,13 +64,21 @@ def resolve_layout(cfg: Config, world_size: int) -> tuple[Layout, str]:
                         f"parallel.dp_replicate must be 1, not {replicate} (HSDP runs on backend fsdp)")
     if par.cpu_offload and backend not in ("fsdp", "deepspeed"):
         problems.append("parallel.cpu_offload needs backend fsdp or deepspeed")
-    if par.tp > 1 or par.pp > 1:
-        problems.append(f"tensor and pipeline parallelism are not available yet (parallel.tp={par.tp}, "
-                        f"parallel.pp={par.pp}): use 1")
+    if backend == "deepspeed" and (par.tp > 1 or par.pp > 1):
+        problems.append(f"parallel.backend=deepspeed runs data parallelism only, not parallel.tp={par.tp} × "
+                        f"parallel.pp={par.pp}: use backend fsdp or ddp for tensor and pipeline parallelism")
+    if par.pp > 1 and cfg.model.tie_embeddings:
+        problems.append("model.tie_embeddings=true puts one weight on the first and the last pipeline stage: "
+                        "set it false for parallel.pp > 1")
+    n_micro = cfg.grad_accum_steps(dp) if not problems else 0
+    if par.pp > 1 and n_micro and n_micro % par.pp:
+        problems.append(f"a pipeline of parallel.pp={par.pp} stages needs a multiple of {par.pp} micro-batches per "
+                        f"step, not {n_micro} (train.global_batch / (parallel.micro_batch × {dp} data-parallel ranks))")
     layout = Layout(dp_replicate=replicate, dp_shard=shard, tp=par.tp, pp=par.pp, zero_stage=zero,
-                    micro_batch=par.micro_batch, recompute=par.recompute)
+                    micro_batch=par.micro_batch, recompute=par.recompute, pp_schedule=par.pp_schedule,
+                    sequence_parallel=par.sequence_parallel, vpp=par.vpp)
     problems += [problem for problem in layout.problems(world_size, cfg.model.n_heads, cfg.model.kv_heads,
-                                                          cfg.model.n_layers) if problem not in problems]
+                                                          cfg.model.n_layers, cfg.model.ffn) if problem not in problems]
     if problems:
         raise UserError("layout does not fit: " + "; ".join(problems))
     return layout, backend

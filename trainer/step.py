@@ -6,6 +6,7 @@ from typing import Callable, Iterable, Optional
 import torch
 import torch.distributed as dist
 
+from parallel.gradients import local
 from trainer.engine import Engine
 from trainer.guards import SpikeGuard
 
@@ -24,16 +25,21 @@ def train_step(engine: Engine, micro_batches: Iterable[tuple[torch.Tensor, torch
     (`accumulate(last)` tells it which micro-batch is the last). `fault` (fault injection) may
     rewrite each micro-batch's loss before its backward; `force_skip` skips the update as a guard would.
     """
-    loss_sum = torch.zeros((), device=device)
-    for index, (inputs_BT, targets_BT) in enumerate(micro_batches):
-        with engine.accumulate(last=index == n_micro - 1):
-            with engine.autocast():
-                loss = engine.module(inputs_BT.to(device, non_blocking=True),
-                                     targets_BT.to(device, non_blocking=True), z_loss=z_loss) / n_micro
-            if fault is not None:
-                loss = fault(loss)
-            engine.backward(loss)
-        loss_sum += loss.detach()
+    forward_backward = getattr(engine, "forward_backward", None)   # a pipeline runs its own schedule
+    if forward_backward is not None:
+        loss_sum = forward_backward(micro_batches, n_micro, device, z_loss=z_loss, fault=fault)
+    else:
+        loss_sum = torch.zeros((), device=device)
+        for index, (inputs_BT, targets_BT) in enumerate(micro_batches):
+            with engine.accumulate(last=index == n_micro - 1):
+                with engine.autocast():
+                    loss = engine.module(inputs_BT.to(device, non_blocking=True),
+                                         targets_BT.to(device, non_blocking=True), z_loss=z_loss)
+                    loss = local(loss) / n_micro   # a replicated DTensor under tensor parallelism
+                if fault is not None:
+                    loss = fault(loss)
+                engine.backward(loss)
+            loss_sum += loss.detach()
     decide = None
     if guard is not None:
         global_loss = loss_sum.clone()

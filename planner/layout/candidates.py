@@ -13,7 +13,7 @@ import numpy as np
 from parallel.layout import Layout
 
 RECOMPUTE = ("none", "selective", "full")
-SCHEDULES = ("gpipe", "1f1b", "interleaved")
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "zero_bubble")
 BACKENDS = ("ddp", "fsdp", "deepspeed")
 
 

@@ -1,0 +1,73 @@
+"""Pipeline parallelism with `torch.distributed.pipelining`: the model cut into stages by layers,
+and the schedule that runs micro-batches through them.
+
+Stages are assigned round-robin (Narayanan et al. 2021's interleaving): with pp ranks and vpp
+stages per rank, rank r runs stages r, r + pp, r + 2·pp, ... Each stage is a view of the same
+module (`Transformer` with its other layers removed), so every parameter keeps its name and a
+checkpoint reshards between pipeline and non-pipeline layouts.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.pipelining import PipelineStage
+from torch.distributed.pipelining.schedules import (Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B,
+                                                    ScheduleInterleavedZeroBubble, _PipelineSchedule)
+
+SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved": ScheduleInterleaved1F1B,
+             "zero_bubble": ScheduleInterleavedZeroBubble}
+MULTI_STAGE = ("interleaved", "zero_bubble")   # schedules that take a list of stages per rank
+
+
+def stage_ids(pp_rank: int, pp: int, vpp: int) -> list[int]:
+    return [pp_rank + chunk * pp for chunk in range(vpp)]
+
+
+def stage_layers(n_layers: int, n_stages: int, stage: int) -> range:
+    """The layers of one stage: an equal share (the layout check makes it divide)."""
+    per_stage = n_layers // n_stages
+    return range(stage * per_stage, (stage + 1) * per_stage)
+
+
+def keep_local_stages(model: nn.Module, pp_rank: int, pp: int, vpp: int) -> tuple[nn.Module, list[nn.Module]]:
+    """Remove from `model` (in place) what no stage of this rank runs; return it, holding all of this
+    rank's parameters under their full names, and one module per local stage sharing its parts."""
+    n_stages, n_layers = pp * vpp, len(model.layers)
+    mine = stage_ids(pp_rank, pp, vpp)
+    kept = {str(i) for stage in mine for i in stage_layers(n_layers, n_stages, stage)}
+    for name in [name for name in model.layers if name not in kept]:
+        del model.layers[name]
+    if 0 not in mine:
+        model.tok_embeddings, model.pos_embeddings = None, None
+    if n_stages - 1 not in mine:
+        model.norm, model.output = None, None
+    stages = []
+    for stage in mine:
+        part = copy.copy(model)             # shares parameters and buffers; its own list of children
+        part._modules = dict(model._modules)
+        part.layers = nn.ModuleDict({str(i): model.layers[str(i)]
+                                     for i in stage_layers(n_layers, n_stages, stage)})
+        if stage != 0:
+            part.tok_embeddings, part.pos_embeddings = None, None
+        if stage != n_stages - 1:
+            part.norm, part.output = None, None
+        stages.append(part)
+    return model, stages
+
+
+def build_schedule(stages: list[nn.Module], pp_rank: int, pp: int, vpp: int, mesh: DeviceMesh,
+                   device: torch.device, schedule: str, n_micro: int,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> _PipelineSchedule:
+    """The schedule over this rank's stages; `loss_fn(output, target)` on the last stage, per
+    micro-batch (gradients are averaged over the `n_micro` micro-batches)."""
+    group = mesh.get_group()
+    pipeline_stages = [PipelineStage(module, stage, pp * vpp, device, group=group)
+                       for module, stage in zip(stages, stage_ids(pp_rank, pp, vpp))]
+    kind = SCHEDULES[schedule]
+    if schedule in MULTI_STAGE:
+        return kind(pipeline_stages, n_microbatches=n_micro, loss_fn=loss_fn, scale_grads=True)
+    return kind(pipeline_stages[0], n_microbatches=n_micro, loss_fn=loss_fn, scale_grads=True)
