@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPROC  ?= 2
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean ladder
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/scaleplan prepare --out data/stdlib
 	OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) launch/train.py --config configs/default.yaml
+
+# The scaling loop end to end on CPU: design a 9-run seed ladder (tiny models on the standard library),
+# train it, fit the law, and train the compute-optimal run it plans at 3e12 FLOPs; prints the
+# predicted loss with its interval beside the measured one. Finished runs are skipped on a rerun.
+ladder: $(STAMP)
+	$(BIN)/scaleplan prepare --out data/stdlib
+	$(BIN)/scaleplan ladder --budget-flops 6e12 --runs 9 --target-flops 3e12 --noise 0.02 --out runs/ladder
+	$(BIN)/scaleplan ladder run runs/ladder --local --nproc $(NPROC) --train-next
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -121,3 +121,23 @@ def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:
                         "trainer runs " + ", ".join(trainer_can_run()) + "); pass --layout with those")
     emit_config(path, result, runnable[0], base_config)
     return runnable[0]
+
+
+def ladder_run_config(base: Optional[str | Path], shape: Shape, tokens: float, name: str, runs_dir: str) -> Config:
+    """One run of a seed ladder: `next_run_config`'s model and batch, its run directory under the
+    ladder's, one evaluation at the end (the loss the fit reads), no sample, no intermediate checkpoints."""
+    tree = next_run_config(base, shape, tokens, name).model_dump(mode="json")
+    steps = tree["train"]["steps"]
+    tree["train"].update(runs_dir=runs_dir, eval_every=steps, sample_tokens=0)
+    tree["checkpoint"].update(every=0)
+    tree["log"].update(progress=False, tensorboard=False)
+    return Config.model_validate(tree)
+
+
+def write_config_with_header(config: Config, path: str | Path, header: str) -> Path:
+    """`write_config` with our own first line; read back by the trainer's loader."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {header}\n" + config.to_yaml())
+    load_config(path)
+    return path

@@ -28,7 +28,7 @@ DESIGNS = ("isoflop", "loguniform")
 LOGUNIFORM_TOKENS_PER_PARAM = (4.0, 100.0)    # simulate's seed range, the chinchilla library's N_to_D range
 LOGUNIFORM_SPREAD = 100.0                     # simulate's default seed range: 1e17 .. 1e19
 # The search space: slices, budget spread (largest / smallest slice) and tokens-per-parameter span.
-SLICE_CHOICES = (3, 4, 5, 6)
+SLICE_CHOICES = (2, 3, 4, 5, 6)
 SPREAD_CHOICES = (10.0, 100.0, 1000.0)
 SPAN_CHOICES = ((4.0, 100.0), (2.0, 200.0), (1.0, 400.0))
 SEARCH_REPETITIONS = 32
@@ -90,17 +90,22 @@ def slice_sizes(runs: int, slices: int) -> list[int]:
 
 
 def place(design: Design, total_flops: float, rng: Optional[np.random.Generator] = None,
-          min_params: float = 0.0) -> Placement:
-    """The design's runs, scaled so their budgets sum to `total_flops`. Runs below `min_params` (the
-    smallest model that can be built) are moved up to it at the same budget (fewer tokens/param)."""
+          min_params: float = 0.0, min_tokens: float = 0.0) -> Placement:
+    """The design's runs, scaled so their budgets sum to `total_flops`. A run below `min_params` (the
+    smallest model that can be built) or `min_tokens` (the shortest run worth training) moves to that
+    bound at the same budget; `feasible` says whether the runs of every slice stay distinct."""
     if not total_flops > 0:
         raise UserError(f"the ladder's budget must be positive, got {total_flops:g}")
     if design.kind == "isoflop":
         sizes = slice_sizes(design.runs, design.slices)
         levels = (design.spread ** (np.arange(design.slices) / max(design.slices - 1, 1) - 1.0)
                   if design.slices > 1 else np.ones(1))
+        levels = levels * (total_flops / float(np.dot(sizes, levels)))
         C = np.concatenate([np.full(k, level) for k, level in zip(sizes, levels)])
-        ratio = np.concatenate([np.geomspace(*design.span, k) for k in sizes])
+        # Each slice spans what its bounds allow of the design's tokens-per-parameter range:
+        # tokens/param = C / (6 N^2) is at most C / (6 N_min^2) and at least 6 D_min^2 / C.
+        ratio = np.concatenate([np.geomspace(*_span_within(design.span, level, min_params, min_tokens), k)
+                                for k, level in zip(sizes, levels)])
         index = np.concatenate([np.full(k, s) for s, k in enumerate(sizes)])
     else:
         rng = rng if rng is not None else np.random.default_rng(0)
@@ -108,8 +113,34 @@ def place(design: Design, total_flops: float, rng: Optional[np.random.Generator]
         ratio = np.exp(rng.uniform(*np.log(design.span), design.runs))
         index = np.zeros(design.runs, dtype=int)
     C = C * (total_flops / C.sum())
-    N = np.maximum(np.sqrt(C / (FLOPS_PER_PARAM_TOKEN * ratio)), min_params)
+    N = np.sqrt(C / (FLOPS_PER_PARAM_TOKEN * ratio))
+    if min_tokens > 0:
+        N = np.minimum(N, C / (FLOPS_PER_PARAM_TOKEN * min_tokens))
+    N = np.maximum(N, min_params)
     return Placement(N=N, D=C / (FLOPS_PER_PARAM_TOKEN * N), slice_index=index)
+
+
+MIN_SLICE_SPAN = 2.0    # a slice whose bounds leave less than this ratio of tokens/param is too narrow
+
+
+def _span_within(span: tuple[float, float], C: float, min_params: float, min_tokens: float) -> tuple[float, float]:
+    low, high = span
+    if min_params > 0:
+        high = min(high, C / (FLOPS_PER_PARAM_TOKEN * min_params ** 2))
+    if min_tokens > 0:
+        low = max(low, FLOPS_PER_PARAM_TOKEN * min_tokens ** 2 / C)
+    if high < low * MIN_SLICE_SPAN:          # no room: the runs collapse onto one point (infeasible)
+        return low, low
+    return low, high
+
+
+def feasible(placement: Placement) -> bool:
+    """No two runs of a slice were pushed onto the same size by the bounds (they would repeat)."""
+    for s in np.unique(placement.slice_index):
+        N = placement.N[placement.slice_index == s]
+        if len(np.unique(np.round(np.log(N), 6))) < len(N):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -149,14 +180,14 @@ class DesignScore:
 
 def score(design: Design, prior: ScalingLaw, total_flops: float, target_flops: float, noise: float,
           repetitions: int = SEARCH_REPETITIONS, seed: int = 0, min_params: float = 0.0,
-          objective: Objective = Objective()) -> DesignScore:
+          objective: Objective = Objective(), min_tokens: float = 0.0) -> DesignScore:
     """Train the ladder `repetitions` times against `prior` with log-normal loss noise, fit each, and
     compare N_opt at `target_flops` with the prior's. Isoflop placements are fixed; log-uniform ones
     are redrawn each repetition. The same seed gives every design the same noise draws."""
     if noise < 0:
         raise UserError(f"--noise must be non-negative, got {noise}")
     rng = np.random.default_rng(seed)
-    placements = [place(design, total_flops, rng, min_params) for _ in range(repetitions)]
+    placements = [place(design, total_flops, rng, min_params, min_tokens) for _ in range(repetitions)]
     N = np.stack([p.N for p in placements])
     D = np.stack([p.D for p in placements])
     noise_draws = rng.normal(0.0, noise, N.shape)
@@ -173,8 +204,8 @@ def score(design: Design, prior: ScalingLaw, total_flops: float, target_flops: f
     return DesignScore(design=design, log_errors=log_errors, target_flops=target_flops)
 
 
-def largest_budget(design: Design, total_flops: float, min_params: float = 0.0) -> float:
-    return float(place(design, total_flops, min_params=min_params).C.max())
+def largest_budget(design: Design, total_flops: float) -> float:
+    return float(place(design, total_flops).C.max())
 
 
 def candidates(runs: int) -> list[Design]:
@@ -200,20 +231,51 @@ class LadderDesign:
 
 
 def design_ladder(prior: ScalingLaw, total_flops: float, runs: int, noise: float,
-                  target_flops: Optional[float] = None, min_params: float = 0.0,
+                  target_flops: Optional[float] = None, min_params: float = 0.0, min_tokens: float = 0.0,
                   repetitions: int = SEARCH_REPETITIONS, seed: int = 0,
                   choices: Optional[Sequence[Design]] = None) -> LadderDesign:
     """The isoflop design with the narrowest simulated N_opt range at the target (default: 100x the
-    design's largest run), scored beside log-uniform placement of the same runs and compute."""
+    design's largest run), scored beside log-uniform placement of the same runs and compute. Designs
+    whose runs the size and length bounds would make repeat are not considered."""
     scored = []
     for design in choices or candidates(runs):
-        target = target_flops or DEFAULT_TARGET_FACTOR * largest_budget(design, total_flops, min_params)
-        scored.append(score(design, prior, total_flops, target, noise, repetitions, seed, min_params))
+        if not feasible(place(design, total_flops, min_params=min_params, min_tokens=min_tokens)):
+            continue
+        target = target_flops or DEFAULT_TARGET_FACTOR * largest_budget(design, total_flops)
+        scored.append(score(design, prior, total_flops, target, noise, repetitions, seed, min_params,
+                            min_tokens=min_tokens))
+    if not scored:
+        raise UserError(f"a budget of {total_flops:.3g} FLOPs is too small for {runs} distinct runs: the smallest "
+                        f"model ({min_params:,.0f} params) and shortest run ({min_tokens:,.0f} tokens) leave no room "
+                        f"to vary size within a compute slice; raise the budget or lower --runs")
     best = min(scored, key=lambda s: (s.scatter + abs(s.bias), s.median_error))
     reference_design = Design("loguniform", runs, 1, LOGUNIFORM_SPREAD, LOGUNIFORM_TOKENS_PER_PARAM)
-    reference = score(reference_design, prior, total_flops, best.target_flops, noise, repetitions, seed, min_params)
+    reference = score(reference_design, prior, total_flops, best.target_flops, noise, repetitions, seed, min_params,
+                      min_tokens=min_tokens)
     return LadderDesign(best=best, considered=scored, reference=reference)
 
 
 def with_runs(design: Design, runs: int) -> Design:
     return replace(design, runs=runs)
+
+
+def diverged(loss: float, ceiling: float) -> bool:
+    """A final loss that is not finite or no better than `ceiling` (a uniform guess: log vocab)."""
+    return not math.isfinite(loss) or loss >= ceiling
+
+
+def residual_noise(law: ScalingLaw, N: np.ndarray, D: np.ndarray, loss: np.ndarray) -> float:
+    """Run-to-run noise of log loss around the fit: a robust standard deviation (1.4826 x MAD)."""
+    residual = np.log(loss) - np.log(law.predict(N, D))
+    return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
+
+
+def predictive_interval(params: np.ndarray, N: float, D: float, noise: float, confidence: float = 0.9,
+                        seed: int = 0) -> tuple[float, float]:
+    """Where one run's measured loss at (N, D) should land: each bootstrap law's prediction (rows of
+    E, A, B, alpha, beta) times log-normal run noise, at `confidence`."""
+    E, A, B, alpha, beta = params.T
+    predicted = E + A * N ** -alpha + B * D ** -beta
+    draws = predicted * np.exp(np.random.default_rng(seed).normal(0.0, noise, predicted.shape))
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    return float(np.percentile(draws, tail)), float(np.percentile(draws, 100.0 - tail))

@@ -95,7 +95,9 @@ def plot_bootstrap(result: BootstrapResult, point: dict[str, float], path: Path)
     for axis, (name, values) in zip(axes.ravel(), quantities.items()):
         logarithmic = name in ("A", "B", "N_opt", "D_opt")
         shown = np.log10(values) if logarithmic else values
-        axis.hist(shown, bins=max(10, len(values) // 10), color="tab:blue", alpha=0.8)
+        # Resamples that all agree (to rounding) leave no range to bin: one bar.
+        flat = np.ptp(shown) <= 1e-9 * max(float(np.abs(shown).max()), 1.0)
+        axis.hist(shown, bins=1 if flat else max(10, len(values) // 10), color="tab:blue", alpha=0.8)
         for bound in intervals[name]:
             axis.axvline(np.log10(bound) if logarithmic else bound, color="k", ls="--", lw=1)
         if name in point:

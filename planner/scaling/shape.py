@@ -109,13 +109,14 @@ def _tuned_ffn(spec: ModelSpec, target: float) -> Optional[int]:
 
 def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int] = None,
                      seq_len: Optional[int] = None, tie_embeddings: bool = False, bias: bool = False,
-                     tolerance: float = DEFAULT_TOLERANCE) -> Shape:
+                     tolerance: float = DEFAULT_TOLERANCE, width_step: int = WIDTH_STEP) -> Shape:
     """The shape whose exact parameter count is within `tolerance` of `target` and whose
     depth/width ratio is closest to the preferred one.
 
     Candidates per width: the depths either side of the target with the standard FFN (4h, or 8h/3
     for SwiGLU). Only if none fits (small models, where one layer is a big step) are the FFN widths
-    tuned, penalised by how far they stray from the standard."""
+    tuned, penalised by how far they stray from the standard. `width_step` below 128 (one 64-wide
+    head per 64) admits the tiny models of a CPU seed ladder."""
     if arch not in DEFAULT_VOCAB:
         raise UserError(f"unknown architecture '{arch}': choose gpt or llama")
     if not math.isfinite(target) or target <= 0:
@@ -138,7 +139,7 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
             best = (score, shape)
 
     for tune_ffn in (False, True):     # the standard FFN whenever some shape fits with it
-        for d_model in range(WIDTH_STEP, MAX_WIDTH + 1, WIDTH_STEP):
+        for d_model in range(width_step, MAX_WIDTH + 1, width_step):
             one_layer = count_params(_candidate(arch, d_model, 1, vocab_size, seq_len, tie_embeddings, bias))
             per_layer = count_params(_candidate(arch, d_model, 2, vocab_size, seq_len, tie_embeddings,
                                                 bias)) - one_layer
@@ -161,7 +162,7 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
         if best is not None:
             break
     if best is None:
-        smallest = _candidate(arch, WIDTH_STEP, 1, vocab_size, seq_len, tie_embeddings, bias)
+        smallest = _candidate(arch, width_step, 1, vocab_size, seq_len, tie_embeddings, bias)
         if count_params(smallest) > target * (1 + tolerance):
             raise UserError(f"target of {target:.3g} parameters is too small for a {arch} model with vocab "
                             f"{vocab_size}: its embeddings alone hold {embedding_params(smallest):,}")

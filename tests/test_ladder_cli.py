@@ -1,0 +1,131 @@
+"""`scaleplan ladder` and `scaleplan ladder run`: configs written and valid, bad input in one line
+(exit 2), finished runs skipped, a diverged run left out of the fit with a warning. No training here:
+`train_one` is replaced by a stand-in that records a loss from a known law, as the trainer would."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from launch.cli import main
+from launch.commands import ladder as ladder_command
+from trainer.config import PRESETS_DIR, load_config
+
+DESIGN = ["ladder", "--budget-flops", "6e12", "--runs", "9", "--target-flops", "3e12", "--noise", "0.02"]
+
+
+def law_loss(N: float, D: float) -> float:
+    """A known law times a fixed +-1 % wobble (run-to-run noise that does not depend on the order)."""
+    return (1.2 + 40.0 * N ** -0.3 + 60.0 * D ** -0.3) * (1.0 + 0.01 * math.sin(7.0 * math.log(N * D)))
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture()
+def ladder_dir(tmp_path, capsys) -> Path:
+    out = tmp_path / "ladder"
+    assert main(DESIGN + ["--out", str(out)]) == 0
+    capsys.readouterr()
+    return out
+
+
+def record(directory: Path, name: str, N: float, D: float, loss: float) -> None:
+    table = directory / "runs" / "runs.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    new = not table.exists()
+    with table.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["name", "N", "D", "C", "loss"])
+        writer.writerow([name, N, D, 6 * N * D, loss])
+
+
+def test_design_writes_valid_configs_and_a_plan(ladder_dir) -> None:
+    plan = json.loads((ladder_dir / "ladder.json").read_text())
+    assert len(plan["runs"]) == 9 and plan["design"]["kind"] == "isoflop"
+    assert plan["planned_flops"] == pytest.approx(6e12, rel=0.05)
+    low, high = plan["forecast"]["N_opt_interval"]
+    assert 0 < low < plan["forecast"]["N_opt_prior"] < high
+    for run in plan["runs"]:
+        config = load_config(run["config"])            # the trainer's own schema
+        assert config.train.name == run["name"]
+        assert config.train.steps * config.tokens_per_step == run["D"]
+        assert config.train.runs_dir == str(ladder_dir / "runs")
+        assert config.train.steps >= ladder_command.MIN_LADDER_STEPS
+    assert len({run["slice"] for run in plan["runs"]}) == plan["design"]["slices"]
+
+
+def test_budget_too_small_for_one_run(capsys, tmp_path) -> None:
+    err = one_line_error(capsys, ["ladder", "--budget-flops", "1e9", "--out", str(tmp_path / "x")])
+    assert "too small" in err
+
+
+def test_ladder_from_another_config(capsys, ladder_dir, tmp_path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text((PRESETS_DIR / "default.yaml").read_text().replace("lr: 3.0e-3", "lr: 1.0e-3"))
+    err = one_line_error(capsys, ["ladder", "run", str(ladder_dir), "--config", str(other)])
+    assert "another config" in err
+    err = one_line_error(capsys, DESIGN + ["--config", str(other), "--out", str(ladder_dir)])
+    assert "another config" in err
+
+
+def test_not_a_ladder_directory(capsys, tmp_path) -> None:
+    assert "not a ladder directory" in one_line_error(capsys, ["ladder", "run", str(tmp_path)])
+
+
+def test_run_skips_finished_runs_and_leaves_out_a_diverged_one(capsys, ladder_dir, monkeypatch) -> None:
+    plan = json.loads((ladder_dir / "ladder.json").read_text())
+    runs = plan["runs"]
+    for run in runs[:6]:
+        record(ladder_dir, run["name"], run["N"], run["D"], law_loss(run["N"], run["D"]))
+    record(ladder_dir, runs[6]["name"], runs[6]["N"], runs[6]["D"], float("nan"))    # diverged
+    trained = []
+
+    def fake_train(config: str, nproc: int) -> int:
+        cfg = load_config(config)
+        N = next(r["N"] for r in runs if r["name"] == cfg.train.name)
+        D = cfg.train.steps * cfg.tokens_per_step
+        trained.append(cfg.train.name)
+        record(ladder_dir, cfg.train.name, N, D, law_loss(N, D))
+        return 0
+
+    monkeypatch.setattr(ladder_command, "train_one", fake_train)
+    assert main(["ladder", "run", str(ladder_dir), "--local"]) == 0
+    captured = capsys.readouterr()
+    assert trained == [runs[7]["name"], runs[8]["name"]]               # the unfinished ones only
+    diverged = [line for line in captured.err.splitlines() if "diverged" in line]
+    assert len(diverged) == 1 and runs[6]["name"] in diverged[0]
+    report = json.loads((ladder_dir / "report.json").read_text())
+    assert runs[6]["name"] not in report["runs_used"] and len(report["runs_used"]) == 8
+    assert load_config(report["next_run"]["config"]).train.name == "next"
+    low, high = report["next_run"]["loss_interval"]
+    assert low <= report["next_run"]["predicted_loss"] <= high
+    assert (ladder_dir / "report.md").is_file() and (ladder_dir / "plots" / "isoloss_frontier.png").is_file()
+    # A second run trains nothing more.
+    trained.clear()
+    assert main(["ladder", "run", str(ladder_dir), "--local"]) == 0
+    assert trained == []
+
+
+def test_too_few_usable_runs(capsys, ladder_dir) -> None:
+    plan = json.loads((ladder_dir / "ladder.json").read_text())
+    for run in plan["runs"][:3]:
+        record(ladder_dir, run["name"], run["N"], run["D"], law_loss(run["N"], run["D"]))
+    for run in plan["runs"][3:]:
+        record(ladder_dir, run["name"], run["N"], run["D"], 2 * math.log(256))     # worse than guessing
+    with pytest.raises(SystemExit) as stop:
+        main(["ladder", "run", str(ladder_dir)])
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    # One warning line per diverged run, then the one-line error.
+    assert len(lines) == 7 and all("diverged" in line for line in lines[:6]) and "at least 5" in lines[-1]
