@@ -123,12 +123,14 @@ def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:
     return runnable[0]
 
 
-def ladder_run_config(base: Optional[str | Path], shape: Shape, tokens: float, name: str, runs_dir: str) -> Config:
+def ladder_run_config(base: Optional[str | Path], shape: Shape, tokens: float, name: str, runs_dir: str,
+                      seed_offset: int = 0) -> Config:
     """One run of a seed ladder: `next_run_config`'s model and batch, its run directory under the
-    ladder's, one evaluation at the end (the loss the fit reads), no sample, no intermediate checkpoints."""
+    ladder's, one evaluation at the end (the loss the fit reads), no sample, no intermediate checkpoints;
+    its own data/initialisation seed, so two runs of the same shape are replicates, not copies."""
     tree = next_run_config(base, shape, tokens, name).model_dump(mode="json")
     steps = tree["train"]["steps"]
-    tree["train"].update(runs_dir=runs_dir, eval_every=steps, sample_tokens=0)
+    tree["train"].update(runs_dir=runs_dir, eval_every=steps, sample_tokens=0, seed=tree["train"]["seed"] + seed_offset)
     tree["checkpoint"].update(every=0)
     tree["log"].update(progress=False, tensorboard=False)
     return Config.model_validate(tree)

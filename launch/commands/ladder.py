@@ -140,7 +140,7 @@ def design(args: argparse.Namespace) -> int:
                                  tolerance=SHAPE_TOLERANCE, width_step=LADDER_WIDTH_STEP)
         tokens = C / (6.0 * shape.params)
         name = f"rung{i:02d}-s{int(s)}-{human(shape.params)}"
-        config = ladder_run_config(base_path, shape, tokens, name, str(runs_dir))
+        config = ladder_run_config(base_path, shape, tokens, name, str(runs_dir), seed_offset=i)
         if config.train.steps < MIN_LADDER_STEPS:
             raise UserError(f"a budget of {total:.3g} FLOPs is too small: run {name} would train only "
                             f"{config.train.steps} steps; raise the budget or lower --runs")
@@ -226,9 +226,22 @@ def finished_losses(table: Path) -> dict[str, float]:
     return losses
 
 
+def micro_batch_for(config: str, nproc: int) -> list[str]:
+    """A small run's batch may not split over `nproc` ranks at the base's micro-batch: shrink it."""
+    from trainer.config import load_config
+
+    cfg = load_config(config)
+    micro = min(cfg.parallel.micro_batch, max(1, cfg.global_batch // nproc))
+    while cfg.global_batch % (micro * nproc) and micro > 1:
+        micro -= 1
+    if cfg.global_batch % (micro * nproc):
+        raise UserError(f"{config}: a global batch of {cfg.global_batch} sequences does not split over {nproc} ranks")
+    return [] if micro == cfg.parallel.micro_batch else [f"parallel.micro_batch={micro}"]
+
+
 def train_one(config: str, nproc: int) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(REPO / "launch" / "train.py"), "--config", config]
+               str(REPO / "launch" / "train.py"), "--config", config, *micro_batch_for(config, nproc)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     return subprocess.run(command, cwd=REPO, env=env).returncode
 
@@ -312,7 +325,18 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict) -> int:
     boot = bootstrap(runs, fit, BOOTSTRAP_RESAMPLES, target, confidence=CONFIDENCE)
     unique = ladder.get("data", {}).get("unique_tokens")
     allocation = allocate(fit.law, target, unique)
+    if not (math.isfinite(allocation.N) and allocation.N > 0):
+        raise UserError(f"the fitted law gives no finite optimum at {target:.3g} FLOPs (alpha {fit.law.alpha:.3g}, "
+                        f"beta {fit.law.beta:.3g}): add runs or widen the ladder")
     model = base.model
+    smallest = float(min(r["N"] for r in ladder["runs"]))
+    if allocation.N < smallest:
+        fit_warnings_extra = [f"the fitted optimum at {target:.3g} FLOPs, N {human(allocation.N)}, lies below the "
+                              f"ladder's smallest model: the next run uses the smallest shape ({human(smallest)}); a "
+                              f"ladder spanning more tokens per parameter would place the optimum"]
+        allocation.N, allocation.D = smallest, target / (6.0 * smallest)
+    else:
+        fit_warnings_extra = []
     shape = shape_for_params(allocation.N, model.arch, model.vocab_size, model.seq_len, model.tie_embeddings,
                              model.bias, tolerance=SHAPE_TOLERANCE, width_step=LADDER_WIDTH_STEP)
     tokens = target / (6.0 * shape.params)
@@ -327,7 +351,7 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict) -> int:
 
     plots = write_fit_plots(directory / "plots", fit, runs, (N_next, D_next), boot,
                             dict(fit.law.params(), N_opt=allocation.N, D_opt=allocation.D, loss=allocation.loss))
-    fit_warnings = all_warnings(fit, runs, target) + allocation.warnings
+    fit_warnings = all_warnings(fit, runs, target) + allocation.warnings + fit_warnings_extra
     report = {"fit": fit.to_json(), "runs_used": [r["name"] for r, _ in kept], "left_out": warnings,
               "target_flops": target, "allocation": allocation.to_json(), "intervals": boot.to_json()["intervals"],
               "next_run": {"config": str(next_path), "N": N_next, "D": D_next, "shape": shape.describe(),
