@@ -51,8 +51,11 @@ class TorchEngine:
     once; at ZeRO-3 it reduce-scatters every micro-batch, so gradients stay sharded, as ZeRO-3 promises.
     """
 
-    def __init__(self, parallel: Parallelized, optimizer: torch.optim.Optimizer, precision: Precision,
-                 micro_batch: int, reduce_every_micro_batch: bool = False, tensor_parallel: bool = False):
+    def __init__(self, parallel: Parallelized | nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
+                 micro_batch: int = 1, reduce_every_micro_batch: bool = False, tensor_parallel: bool = False):
+        """`parallel`: what `parallelize` returned, or a plain module (one process, or DDP/FSDP applied by hand)."""
+        if isinstance(parallel, nn.Module):
+            parallel = Parallelized(parallel)
         self.module, self.optimizer, self.precision = parallel.module, optimizer, precision
         self.parallel, self.tensor_parallel = parallel, tensor_parallel
         self.reduce_every_micro_batch = reduce_every_micro_batch

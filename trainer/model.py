@@ -86,6 +86,15 @@ def apply_rotary(x_BNTH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tenso
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
+class AttentionCore(nn.Module):
+    """softmax(QKᵀ/√d)·V, causal: the part selective recomputation runs again in backward
+    (`parallel/recompute.py` wraps this module by name)."""
+
+    def forward(self, q_BNTH: torch.Tensor, k_BKTH: torch.Tensor, v_BKTH: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q_BNTH, k_BKTH, v_BKTH, is_causal=True,
+                                              enable_gqa=q_BNTH.shape[1] != k_BKTH.shape[1])
+
+
 class Attention(nn.Module):
     """Causal self-attention with one fused Q, K, V projection (one matmul, one saved input).
 
@@ -100,6 +109,7 @@ class Attention(nn.Module):
         self.queries_per_kv = cfg.n_heads // cfg.kv_heads
         qkv_dim = (cfg.n_heads + 2 * cfg.kv_heads) * self.head_dim
         self.wqkv = nn.Linear(cfg.d_model, qkv_dim, bias=cfg.bias)
+        self.core = AttentionCore()
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         # QK-norm (Dehghani et al. 2023): bounded attention logits, whatever the weights' growth
         self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
@@ -117,8 +127,7 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        out_BNTH = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=group > 1)
+        out_BNTH = self.core(q, k, v)
         return self.wo(out_BNTH.transpose(1, 2).reshape(B, T, -1))
 
 

@@ -31,28 +31,34 @@ from planner.model_spec import ModelSpec
 
 
 
-def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes) -> np.ndarray:
-    """One norm: its input, its statistics, and the one compute-dtype copy of its output that the
-    next matmuls share (the trainer casts once, not once per consuming matmul)."""
+def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes) -> dict[str, np.ndarray]:
+    """One norm: its input and statistics (`own`: split along the sequence under sequence
+    parallelism), and the one compute-dtype copy of its output that the next matmuls share
+    (`output`: whole under sequence parallelism too, since the column-parallel matmul saves the
+    all-gathered input). The trainer casts once, not once per consuming matmul."""
     act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
-    if spec.arch == "llama":   # F.rms_norm (composite): input, fp32 rstd, x·rstd, output
-        return 2 * residual_bytes * spec.d_model + 4 + act_bytes * spec.d_model
-    return residual_bytes * spec.d_model + 8 + act_bytes * spec.d_model
+    if spec.arch == "llama":   # F.rms_norm (composite): input, fp32 rstd, x·rstd
+        own = 2 * residual_bytes * spec.d_model + 4
+    else:                      # LayerNorm: input, fp32 mean and rstd
+        own = residual_bytes * spec.d_model + 8
+    return {"own": own, "output": act_bytes * spec.d_model}
 
 
 def layer_terms_per_token(spec: ModelSpec, act_bytes, residual_bytes,
                           attention: str = "flash") -> dict[str, np.ndarray]:
     """Bytes per token of one layer, split as Korthikanti et al. split them:
-    `replicated` (outside the TP region: norms; divided by t only with sequence parallelism),
+    `replicated` (outside the TP region: norms' inputs; divided by t only with sequence parallelism),
+    `gathered` (the norms' outputs as the column-parallel matmuls save them: never divided),
     `split` (inside it: Q, K, V, O, MLP; divided by t), `quadratic` (s×s attention scores; divided
     by t, removed by selective recomputation; zero with flash attention)."""
     act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
     h, kv_dim, f = spec.d_model, spec.kv_heads * spec.head_dim, spec.ffn
-    replicated = 2 * norm_bytes_per_token(spec, act_bytes, residual_bytes)
+    norm = norm_bytes_per_token(spec, act_bytes, residual_bytes)
     attention_saved = act_bytes * (h + 2 * kv_dim + h) + 4 * spec.n_heads   # Q K V O + fp32 lse
     mlp_saved = act_bytes * f * (4 if spec.arch == "llama" else 2)
     quadratic = act_bytes * spec.n_heads * spec.seq_len if attention == "math" else 0 * act_bytes
-    return {"replicated": replicated, "split": attention_saved + mlp_saved, "quadratic": quadratic}
+    return {"replicated": 2 * norm["own"], "gathered": 2 * norm["output"], "split": attention_saved + mlp_saved,
+            "quadratic": quadratic}
 
 
 def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_bytes,
@@ -66,7 +72,7 @@ def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_
     tp, sp, recompute = np.asarray(tp), np.asarray(sp, bool), np.asarray(recompute)
     terms = layer_terms_per_token(spec, act_bytes, residual_bytes, attention)
     sequence_divisor = np.where(sp, tp, 1)
-    full_layer = tokens * (terms["replicated"] / sequence_divisor + terms["split"] / tp
+    full_layer = tokens * (terms["replicated"] / sequence_divisor + terms["gathered"] + terms["split"] / tp
                            + terms["quadratic"] / tp)
     selective_layer = full_layer - tokens * terms["quadratic"] / tp
     layer_input = tokens * residual_bytes * spec.d_model / sequence_divisor
@@ -102,7 +108,8 @@ def head_bytes(spec: ModelSpec, micro_batch, tp, sp, act_bytes, residual_bytes) 
     targets (int64) and the loss's scalar."""
     tokens = np.asarray(micro_batch) * spec.seq_len
     divisor = np.where(np.asarray(sp, bool), tp, 1)
-    return tokens * (norm_bytes_per_token(spec, act_bytes, residual_bytes) / divisor + 8) + 4
+    norm = norm_bytes_per_token(spec, act_bytes, residual_bytes)
+    return tokens * (norm["own"] / divisor + norm["output"] + 8) + 4
 
 
 def logits_bytes(spec: ModelSpec, micro_batch, tp, act_bytes) -> dict[str, np.ndarray]:
