@@ -66,10 +66,13 @@ def parallel_section(layout: Layout, backend: str) -> Optional[dict]:
     section = {"backend": backend, "dp_replicate": layout.dp_replicate, "dp_shard": layout.dp_shard,
                "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
                "micro_batch": layout.micro_batch, "recompute": layout.recompute}
-    if layout.sequence_parallel or layout.vpp > 1:
-        return None
+    if layout.tp > 1:
+        section["sequence_parallel"] = layout.sequence_parallel
+    if layout.pp > 1:
+        section.update(pp_schedule=layout.pp_schedule, vpp=layout.vpp)
     try:
-        trial = Config.model_validate({"train": {"global_batch": layout.dp * layout.micro_batch},
+        # a batch that gives every pipeline stage its micro-batches
+        trial = Config.model_validate({"train": {"global_batch": layout.dp * layout.micro_batch * layout.pp},
                                        "parallel": section})
         resolve_layout(trial, layout.world_size)
     except (UserError, ValidationError):
@@ -99,7 +102,8 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
     with tempfile.TemporaryDirectory() as scratch:
         trial = Path(scratch) / "plan.yaml"
         trial.write_text(text)
-        load_config(trial)           # raises (one line) if the trainer would not accept it
+        # raises (one line) if the trainer would not accept it, or not run it on this many ranks
+        resolve_layout(load_config(trial), layout.world_size)
     out = Path(path)
     if out.parent and not out.parent.exists():
         raise UserError(f"--emit-config: directory {out.parent} does not exist")
@@ -109,7 +113,7 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
 def trainer_can_run() -> list[str]:
     """What the trainer runs, for the message when nothing can be emitted."""
     return [f"{backend} at zero_stage {'/'.join(map(str, stages))}" for backend, stages in STAGES.items()] + \
-        ["tp = pp = 1", "recompute none or full"]
+        ["deepspeed without tp or pp", "recompute none, selective or full"]
 
 
 def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:

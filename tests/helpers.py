@@ -29,6 +29,10 @@ LAYOUTS = {
     "zero1": (2, ["parallel.backend=deepspeed", "parallel.zero_stage=1"]),
     "zero2": (4, ["parallel.backend=deepspeed", "parallel.zero_stage=2"]),
     "zero3": (4, ["parallel.backend=deepspeed", "parallel.zero_stage=3"]),
+    # model parallel, for checkpoints that move between layouts
+    "ddp4": (4, ["parallel.backend=ddp"]),
+    "dp_tp": (4, ["parallel.backend=ddp", "parallel.tp=2"]),
+    "dp_pp": (4, ["parallel.backend=ddp", "parallel.pp=2"]),
 }
 
 

@@ -138,7 +138,8 @@ def test_train_dry_run_prints_the_plan(capsys):
     (("--params", "7e9", "--global-batch-tokens", "1000"), "not a multiple of the sequence length"),
     (("--params", "7e9", "--gpus", "7", "--global-batch", "4"), "no dp × tp × pp split"),
     (("--params", "7e9", "--gpu-catalog", "/nonexistent.yaml"), "not found"),
-    (("--params", "70e9", "--gpus", "64", "--emit-config", "x.yaml"), "none of the fitting"),
+    (("--params", "70e9", "--gpus", "64", "--backend", "deepspeed", "--emit-config", "x.yaml"),
+     "none of the fitting layouts .* deepspeed without tp or pp"),
     (("--params", "7e9", "--memory-model", "guess"), "invalid choice"),
 ])
 def test_bad_requests_get_one_line(capsys, argv, match):

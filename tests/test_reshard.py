@@ -1,5 +1,5 @@
-"""Checkpoints move between layouts: saved under one, resumed under another (a different backend and
-number of ranks), the continued losses equal an uninterrupted single-process run's to 1e-5, with the
+"""Checkpoints move between layouts: saved under one, resumed under another (a different backend,
+number of ranks, or tensor/pipeline split), the continued losses equal an uninterrupted single-process run's to 1e-5, with the
 global batch and the order of the data kept."""
 import pytest
 
@@ -15,7 +15,8 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.parametrize("saved,resumed", [("fsdp", "ddp"), ("ddp", "fsdp"),
-                                           ("zero3", "fsdp")],
+                                           ("zero3", "fsdp"), ("ddp4", "dp_tp"), ("ddp4", "dp_pp"),
+                                           ("dp_tp", "fsdp")],
                          ids=lambda name: name)
 def test_reshard(reference, saved, resumed):
     if DEEPSPEED_MISSING and "zero" in saved + resumed:

@@ -39,6 +39,20 @@ def test_bad_override(tmp_path, data, override, fragment):
     (["parallel.backend=fsdp", "parallel.dp_shard=3"], 2, "dp_shard 3 does not divide the 2 data-parallel ranks"),
     (["parallel.backend=fsdp", "parallel.zero_stage=1"], 2, "for zero_stage 1 use backend deepspeed"),
     (["parallel.backend=deepspeed", "parallel.dp_replicate=2"], 2, "HSDP runs on backend fsdp"),
+    # model-parallel layouts that do not fit the model
+    (["parallel.tp=4", "model.n_heads=2"], 4, "tp=4 does not divide the 2 attention heads"),
+    (["parallel.tp=2", "model.arch=llama", "model.n_heads=4", "model.n_kv_heads=1"], 2,
+     "tp=2 does not divide the 1 key/value heads"),
+    (["parallel.tp=4", "model.n_heads=4", "model.ffn_hidden=126"], 4, "tp=4 does not divide the FFN width 126"),
+    (["parallel.pp=4"], 4, "pp=4 is more pipeline stages than the 2 layers"),
+    (["parallel.pp=2", "parallel.pp_schedule=interleaved", "parallel.vpp=2"], 2,
+     "pp=2 × vpp=2 does not divide the 2 layers"),
+    (["parallel.vpp=2", "parallel.pp=2"], 2, "vpp=2 needs pp_schedule=interleaved or zero_bubble"),
+    (["parallel.sequence_parallel=true"], 1, "sequence_parallel needs tp > 1"),
+    (["parallel.backend=deepspeed", "parallel.tp=2"], 2, "deepspeed runs data parallelism only"),
+    (["parallel.backend=deepspeed", "parallel.zero_stage=2", "parallel.pp=2"], 2, "deepspeed runs data parallelism only"),
+    (["parallel.pp=2", "model.tie_embeddings=true"], 2, "set it false for parallel.pp > 1"),
+    (["parallel.pp=2", "train.global_batch=4", "parallel.micro_batch=4"], 2, "needs at least 2 micro-batches per step"),
 ])
 def test_bad_layout_exits_before_any_process_group(tmp_path, data, overrides, nproc, fragment):
     """What each rank of a `torchrun --nproc_per_node=N` job does (the world size read from the

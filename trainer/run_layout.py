@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional
 
-from parallel.layout import Layout
+from parallel.layout import MULTI_STAGE_SCHEDULES, Layout
 from planner.errors import UserError
 from trainer.config import Config
 
@@ -71,8 +71,10 @@ def resolve_layout(cfg: Config, world_size: int) -> tuple[Layout, str]:
         problems.append("model.tie_embeddings=true puts one weight on the first and the last pipeline stage: "
                         "set it false for parallel.pp > 1")
     n_micro = cfg.grad_accum_steps(dp) if not problems else 0
-    if par.pp > 1 and n_micro and n_micro % par.pp:
-        problems.append(f"a pipeline of parallel.pp={par.pp} stages needs a multiple of {par.pp} micro-batches per "
+    interleaved = par.pp_schedule in MULTI_STAGE_SCHEDULES
+    if par.pp > 1 and n_micro and (n_micro % par.pp if interleaved else n_micro < par.pp):
+        needs = f"a multiple of {par.pp}" if interleaved else f"at least {par.pp}"
+        problems.append(f"a pipeline of parallel.pp={par.pp} ranks ({par.pp_schedule}) needs {needs} micro-batches per "
                         f"step, not {n_micro} (train.global_batch / (parallel.micro_batch × {dp} data-parallel ranks))")
     layout = Layout(dp_replicate=replicate, dp_shard=shard, tp=par.tp, pp=par.pp, zero_stage=zero,
                     micro_batch=par.micro_batch, recompute=par.recompute, pp_schedule=par.pp_schedule,
