@@ -57,3 +57,16 @@ def test_one_gpu_layouts_train_in_bf16_on_nccl(tmp_path, layout):
     measured = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["model_states_gib"]
     predicted = json.loads((run_dir / "plan.json").read_text())["model_states_gib"]
     assert measured == pytest.approx(predicted, rel=0.05), (measured, predicted)
+
+
+@pytest.mark.parametrize("recompute", ["none", "selective", "full"])
+def test_compiled_blocks_train_in_bf16(tmp_path, recompute):
+    """World size 1, bf16, torch.compile on every block, each recompute mode: it trains."""
+    from tests.helpers import TINY, run_train, step_losses, write_tiny_corpus
+
+    data = write_tiny_corpus(tmp_path / "data")
+    run_train([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path / 'runs'}", "train.steps=12",
+               "precision.dtype=bf16", "model.arch=llama", "model.d_model=128", "model.n_heads=4",
+               "parallel.compile=true", f"parallel.recompute={recompute}", "train.name=compiled"], timeout=900)
+    losses = step_losses(tmp_path / "runs" / "compiled")
+    assert losses[12] < losses[1]
