@@ -145,7 +145,9 @@ def bootstrap(runs: Runs, fit: FitResult, n_resamples: int, budget: float,
 
 def _result(thetas: Sequence[Optional[np.ndarray]], budget: float, confidence: float,
             n_resamples: int) -> BootstrapResult:
-    laws = [law_from_theta(theta) for theta in thetas if theta is not None]
+    # A resample that drives a coefficient to 0 or infinity (log A beyond float range) has no law.
+    laws = [law for law in (law_from_theta(theta) for theta in thetas if theta is not None)
+            if all(np.isfinite(v) and v > 0 for v in law.params().values())]
     if len(laws) < 2:
         raise UserError("bootstrap: fewer than 2 resamples could be fitted")
     params = np.array([[getattr(law, name) for name in PARAM_NAMES] for law in laws])

@@ -275,7 +275,9 @@ def predictive_interval(params: np.ndarray, N: float, D: float, noise: float, co
     """Where one run's measured loss at (N, D) should land: each bootstrap law's prediction (rows of
     E, A, B, alpha, beta) times log-normal run noise, at `confidence`."""
     E, A, B, alpha, beta = params.T
-    predicted = E + A * N ** -alpha + B * D ** -beta
+    with np.errstate(all="ignore"):
+        predicted = E + A * N ** -alpha + B * D ** -beta
+    predicted = predicted[np.isfinite(predicted)]
     draws = predicted * np.exp(np.random.default_rng(seed).normal(0.0, noise, predicted.shape))
     tail = 100.0 * (1.0 - confidence) / 2.0
     return float(np.percentile(draws, tail)), float(np.percentile(draws, 100.0 - tail))

@@ -94,7 +94,9 @@ def plot_bootstrap(result: BootstrapResult, point: dict[str, float], path: Path)
     figure, axes = plt.subplots(2, 4, figsize=(16, 6.4))
     for axis, (name, values) in zip(axes.ravel(), quantities.items()):
         logarithmic = name in ("A", "B", "N_opt", "D_opt")
-        shown = np.log10(values) if logarithmic else values
+        with np.errstate(divide="ignore"):
+            shown = np.log10(values) if logarithmic else values
+        shown = shown[np.isfinite(shown)]
         # Resamples that all agree (to rounding) leave no range to bin: one bar.
         flat = np.ptp(shown) <= 1e-9 * max(float(np.abs(shown).max()), 1.0)
         axis.hist(shown, bins=1 if flat else max(10, len(values) // 10), color="tab:blue", alpha=0.8)
