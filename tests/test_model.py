@@ -60,3 +60,21 @@ def test_flops_per_token_is_six_n_plus_attention():
     # Independent: 6 per weight of every matrix multiply (all but positions and norms) + 12·L·T·d.
     expected = 6 * (n_params - positions - norms) + 12 * 12 * 1024 * 768
     assert flops_per_token(spec) == pytest.approx(expected, rel=1e-12)
+
+
+def test_tied_embeddings_stay_tied_when_built_on_meta():
+    """The trainer builds on the meta device, materializes with `to_empty` and then initializes:
+    the head must still be the embedding, and the parameter count the planner's."""
+    import torch
+
+    from planner.model_spec import count_params
+    from trainer.config import ModelConfig
+    from trainer.model import Transformer
+
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=2, seq_len=32, vocab_size=256, tie_embeddings=True)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device="cpu")
+    model.init_weights()
+    assert model.output.weight is model.tok_embeddings.weight
+    assert sum(p.numel() for p in model.parameters()) == count_params(cfg.spec())

@@ -120,9 +120,9 @@ class Attention(nn.Module):
         group = self.queries_per_kv
         # -1: the KV heads on this rank (all of them without tensor parallelism)
         qkv_BTKGH = self.wqkv(x_BTD).view(B, T, -1, group + 2, self.head_dim)
-        q = qkv_BTKGH[:, :, :, :group].flatten(2, 3).transpose(1, 2)
-        k = qkv_BTKGH[:, :, :, group].transpose(1, 2)
-        v = qkv_BTKGH[:, :, :, group + 1].transpose(1, 2)
+        # one split, not three slices: backward then writes one gradient, not three zero-filled ones
+        q, k, v = qkv_BTKGH.split((group, 1, 1), dim=3)
+        q, k, v = q.flatten(2, 3).transpose(1, 2), k.squeeze(3).transpose(1, 2), v.squeeze(3).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
@@ -184,6 +184,8 @@ class Transformer(nn.Module):
     def init_weights(self) -> None:
         """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2·layers)
         (GPT-2, Radford et al. 2019) so the residual stream's variance does not grow with depth."""
+        if self.cfg.tie_embeddings and self.output is not None and self.tok_embeddings is not None:
+            self.output.weight = self.tok_embeddings.weight   # `to_empty` materializes the two apart
         std = self.cfg.init_std
         residual_std = std / math.sqrt(2 * self.cfg.n_layers)
         for name, module in self.named_modules():
