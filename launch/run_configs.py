@@ -60,7 +60,7 @@ def write_config(config: Config, path: str | Path) -> Path:
     return path
 
 
-def parallel_section(layout: Layout, backend: str) -> Optional[dict]:
+def parallel_section(layout: Layout, backend: str, global_batch: Optional[int] = None) -> Optional[dict]:
     """The trainer config's `parallel` section for this layout, or None if the trainer cannot run it
     (checked by the trainer's own reading of a config, `resolve_layout`)."""
     section = {"backend": backend, "dp_replicate": layout.dp_replicate, "dp_shard": layout.dp_shard,
@@ -72,7 +72,8 @@ def parallel_section(layout: Layout, backend: str) -> Optional[dict]:
         section.update(pp_schedule=layout.pp_schedule, vpp=layout.vpp)
     try:
         # a batch that gives every pipeline stage its micro-batches
-        trial = Config.model_validate({"train": {"global_batch": layout.dp * layout.micro_batch * layout.pp},
+        batch = global_batch or layout.dp * layout.micro_batch * layout.pp
+        trial = Config.model_validate({"train": {"global_batch": batch},
                                        "parallel": section})
         resolve_layout(trial, layout.world_size)
     except (UserError, ValidationError):
@@ -119,7 +120,8 @@ def trainer_can_run() -> list[str]:
 def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:
     """Write the best-ranked layout the trainer can express to `path`; return its index."""
     runnable = [int(i) for i in result.ranked
-                if parallel_section(result.layouts.layout(int(i)), result.layouts.backend_name(int(i)))]
+                if parallel_section(result.layouts.layout(int(i)), result.layouts.backend_name(int(i)),
+                                    result.inputs.global_batch)]
     if not runnable:
         raise UserError("none of the fitting layouts can be written as a training config yet (the "
                         "trainer runs " + ", ".join(trainer_can_run()) + "); pass --layout with those")

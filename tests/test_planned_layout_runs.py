@@ -37,7 +37,7 @@ def test_planned_layout_runs(tmp_path, capsys, backend):
     assert chosen == backend and cfg.parallel.backend == backend
     assert wrote == [f"wrote {planned}: {describe(layout)}"]     # the config says what the plan chose
     out = run_train(["--config", str(planned)], nproc=RANKS).stdout
-    assert f"{backend} over dp={RANKS}" in out and "step 3: validation loss" in out
+    assert f"{backend} over {describe(layout)}" in out and "step 3: validation loss" in out
     run_dir = tmp_path / "runs" / "planned"
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["layouts"][0]["backend"] == backend and plan["layouts"][0]["zero_stage"] == layout.zero_stage

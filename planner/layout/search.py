@@ -88,6 +88,9 @@ def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
                     if schedule == 2 and n_micro % pp:
                         rejected["interleaved schedule needs micro-batches a multiple of pp"] += 1
                         continue
+                    if pp > 1 and n_micro < pp:   # torch's pipeline schedules need one per stage at least
+                        rejected["pipeline needs at least pp micro-batches"] += 1
+                        continue
                     backend = BACKENDS.index(backend_for_stage(zero, inputs.backend))
                     rows.append((dp, tp, pp, zero, mb, recompute, sp, schedule, vpp, backend))
     if not rows:
