@@ -34,16 +34,13 @@ import torch.distributed as dist  # noqa: E402
 from bench.minimal_gpt import GPTShape, MinimalGPT, adamw, train_step as reference_step  # noqa: E402
 from launch.errors import run_guarded  # noqa: E402
 from parallel.mesh import build_mesh  # noqa: E402
-from parallel.parallelize import parallelize  # noqa: E402
 from planner.errors import UserError  # noqa: E402
 from planner.model_spec import count_params  # noqa: E402
-from trainer.build import build_engine  # noqa: E402
+from trainer.build import build_model_and_engine  # noqa: E402
 from trainer.config import Config, ModelConfig, load_config  # noqa: E402
 from trainer.data import stdlib_sources  # noqa: E402
 from trainer.guards import SpikeGuard  # noqa: E402
-from trainer.model import Transformer  # noqa: E402
 from trainer.optim import lr_at  # noqa: E402
-from trainer.precision import DTYPES, Precision  # noqa: E402
 from trainer.run_layout import resolve_layout  # noqa: E402
 from trainer.runtime import pick_device  # noqa: E402
 from trainer.step import train_step  # noqa: E402
@@ -91,17 +88,8 @@ def build_ours(cfg: Config, device: torch.device):
     """Model, layout, engine and guard as `trainer.build.build_run` makes them on one process."""
     layout, backend = resolve_layout(cfg, 1)
     n_micro = cfg.grad_accum_steps(layout.dp)
-    mesh = build_mesh(layout, device)
-    with torch.device("meta"):
-        model = Transformer(cfg.model)
-    model.to_empty(device=device if backend == "ddp" else torch.device("cpu"))
-    torch.manual_seed(cfg.train.seed)
-    model.init_weights()
-    parallel = parallelize(model, layout, backend, mesh, device, DTYPES[cfg.precision.dtype], cfg.parallel.bucket_mb,
-                           cfg.parallel.cpu_offload, compile_blocks=cfg.parallel.compile)
-    precision = Precision(cfg.precision, device.type, autocast=backend == "ddp", sharded=backend == "fsdp")
-    engine = build_engine(cfg, backend, layout, parallel, precision, n_micro, device, mesh)
-    return model, engine, n_micro, backend, SpikeGuard(cfg.guards, device)
+    engine, _ = build_model_and_engine(cfg, layout, backend, n_micro, build_mesh(layout, device), device)
+    return engine.module, engine, n_micro, backend, SpikeGuard(cfg.guards, device)
 
 
 def synchronize(device: torch.device) -> None:

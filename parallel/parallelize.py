@@ -55,7 +55,7 @@ def parallelize(model: nn.Module, layout: Layout, backend: str, mesh: DeviceMesh
     elif backend == "ddp" and layout.tp == 1 and layout.pp == 1:
         result.module = apply_ddp(model, data_parallel_mesh(mesh, layout), device, bucket_mb)
     elif backend == "ddp" and layout.dp > 1:
-        # DDP cannot wrap DTensor parameters or a pipeline stage: the engine averages gradients itself.
-        result.average_over = data_parallel_mesh(mesh, layout)._flatten().get_group() \
-            if layout.dp_replicate > 1 and layout.dp_shard > 1 else data_parallel_mesh(mesh, layout).get_group()
+        # DDP cannot wrap DTensor parameters or a pipeline stage: the engine averages gradients itself
+        # (over dp_replicate: the ddp backend shards nothing).
+        result.average_over = data_parallel_mesh(mesh, layout).get_group()
     return result

@@ -8,7 +8,6 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 
 from parallel.layout import Layout
 from parallel.mesh import build_mesh, data_parallel_rank
@@ -92,18 +91,7 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
     mesh = build_mesh(layout, device)
     dp_rank = data_parallel_rank(mesh, layout)
 
-    # Every layout starts from the same weights: initialize whole, then shard. Sharded backends
-    # initialize in host memory and move only their shards to the GPU.
-    with torch.device("meta"):
-        model = Transformer(cfg.model)
-    model.to_empty(device=device if backend == "ddp" else torch.device("cpu"))
-    torch.manual_seed(cfg.train.seed)
-    model.init_weights()
-    compute_dtype = DTYPES[cfg.precision.dtype]
-    parallel = parallelize(model, layout, backend, mesh, device, compute_dtype, cfg.parallel.bucket_mb,
-                           cfg.parallel.cpu_offload, compile_blocks=cfg.parallel.compile)
-    precision = Precision(cfg.precision, device.type, autocast=backend == "ddp", sharded=backend == "fsdp")
-    engine = build_engine(cfg, backend, layout, parallel, precision, n_micro, device, mesh)
+    engine, precision = build_model_and_engine(cfg, layout, backend, n_micro, mesh, device)
     run = Run(cfg=cfg, runtime=runtime, run_dir=run_dir, data=data, layout=layout, backend=backend,
               n_micro=n_micro, engine=engine, precision=precision,
               sampler=WindowSampler(data.train, cfg.model.seq_len, cfg.global_batch, dp_rank, layout.dp,
@@ -115,6 +103,22 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
         run.restore(load_checkpoint(resume_from, engine, run.train_state(), runtime.rank, model_yaml(cfg)))
         run.resumed_from = resume_from
     return run
+
+
+def build_model_and_engine(cfg: Config, layout: Layout, backend: str, n_micro: int, mesh,
+                           device: torch.device) -> tuple[Engine, Precision]:
+    """The model, initialized whole, parallelized for `layout`, with its optimizer and engine."""
+    # Every layout starts from the same weights: initialize whole, then shard. Sharded backends
+    # initialize in host memory and move only their shards to the GPU.
+    with torch.device("meta"):
+        model = Transformer(cfg.model)
+    model.to_empty(device=device if backend == "ddp" else torch.device("cpu"))
+    torch.manual_seed(cfg.train.seed)
+    model.init_weights()
+    parallel = parallelize(model, layout, backend, mesh, device, DTYPES[cfg.precision.dtype], cfg.parallel.bucket_mb,
+                           cfg.parallel.cpu_offload, compile_blocks=cfg.parallel.compile)
+    precision = Precision(cfg.precision, device.type, autocast=backend == "ddp", sharded=backend == "fsdp")
+    return build_engine(cfg, backend, layout, parallel, precision, n_micro, device, mesh), precision
 
 
 def batch_filter(cfg: Config) -> Optional[BatchFilter]:

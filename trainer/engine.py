@@ -19,7 +19,7 @@ from parallel.gradients import average_gradients, clip_gradients, global_grad_no
 from parallel.held_memory import storage_bytes
 from parallel.parallelize import Parallelized
 from parallel.tensor import loss_context
-from trainer.model import summed_token_loss
+from trainer.model import language_model_loss, summed_token_loss
 from trainer.precision import Precision
 
 
@@ -146,15 +146,13 @@ class PipelineEngine(TorchEngine):
     def __init__(self, parallel: Parallelized, optimizer: torch.optim.Optimizer, precision: Precision,
                  micro_batch: int, n_micro: int, schedule, tensor_parallel: bool = False):
         super().__init__(parallel, optimizer, precision, micro_batch, tensor_parallel=tensor_parallel)
-        self.schedule, self.n_micro = schedule, n_micro
+        self.schedule = schedule
         self.eval_batch = micro_batch * n_micro   # the schedule's stages expect whole micro-batches
         self.fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     def loss_fn(self, output: torch.Tensor, targets_BT: torch.Tensor, z_loss: float = 0.0,
                 scoring: bool = False) -> torch.Tensor:
         """The last stage's loss per micro-batch (the schedule averages gradients over micro-batches)."""
-        from trainer.model import language_model_loss
-
         if scoring:
             return summed_token_loss(output, targets_BT)
         loss = language_model_loss(output, targets_BT, z_loss)

@@ -3,7 +3,7 @@ grid and an objective recover the law (and allocate well) before spending real c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from planner.scaling.grid import DEFAULT_SLICES, Grid, default_grid
 from planner.scaling.law import FLOPS_PER_PARAM_TOKEN, PARAM_NAMES, ScalingLaw
 from planner.scaling.objectives import Objective
 from planner.scaling.runs import Runs
+
+if TYPE_CHECKING:   # ladder imports this module: at run time it is imported where used
+    from planner.scaling.ladder import Design
 
 # Seed runs spread tokens per parameter around the compute-optimal ~20 (Hoffmann et al. 2022), wide
 # enough on both sides that N and D vary independently (the chinchilla library's N_to_D seed range).
