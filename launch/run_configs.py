@@ -32,14 +32,20 @@ def plan_batch(config: Config, tokens: float) -> tuple[int, int]:
     return sequences, steps
 
 
-def next_run_config(base: Optional[str | Path], shape: Shape, tokens: float, name: str) -> Config:
-    """The base preset with `model` set from the shape and `train` sized to `tokens`."""
+def next_run_config(base: Optional[str | Path], shape: Shape, tokens: float, name: str,
+                    batch_tokens: Optional[float] = None) -> Config:
+    """The base preset with `model` set from the shape and `train` sized to `tokens`; `batch_tokens`
+    replaces the preset's batch (the critical batch a run measured)."""
     config = load_config(base)
     tree = config.model_dump(mode="json")
     spec = shape.spec
     tree["model"].update(arch=spec.arch, n_layers=spec.n_layers, d_model=spec.d_model, n_heads=spec.n_heads,
                          n_kv_heads=spec.n_kv_heads, ffn_hidden=spec.ffn_hidden, vocab_size=spec.vocab_size,
                          seq_len=spec.seq_len, tie_embeddings=spec.tie_embeddings, bias=spec.bias)
+    if batch_tokens is not None:   # the measured critical batch, in whole micro-batches
+        micro = config.parallel.micro_batch
+        tree["train"]["global_batch"] = max(1, round(batch_tokens / (spec.seq_len * micro))) * micro
+        tree["train"]["global_batch_tokens"] = None
     sequences, steps = plan_batch(Config.model_validate(tree), tokens)
     if tree["train"].get("global_batch_tokens") is not None:
         tree["train"]["global_batch_tokens"] = sequences * spec.seq_len

@@ -20,6 +20,7 @@ from trainer.config import Config
 from trainer.data import BatchFilter, TokenData, WindowSampler, eval_windows
 from trainer.engine import Engine, PipelineEngine, TorchEngine
 from trainer.guards import SpikeGuard
+from trainer.noise_scale import GradientNoiseScale
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
 from trainer.precision import DTYPES, Precision
@@ -43,6 +44,7 @@ class Run:
     guard: SpikeGuard
     control_group: dist.ProcessGroup   # gloo: flags the loop agrees on without touching the GPU
     dp_rank: int = 0             # which slice of each batch this rank's model replica reads
+    noise: Optional[GradientNoiseScale] = None   # the gradient noise scale, where the step can measure it
     step: int = 0
     lr_scale: float = 1.0        # lowered by each rollback when guards.rollback_lr_factor < 1
     rollbacks: int = 0
@@ -98,7 +100,8 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
                                     cfg.train.seed, batch_filter(cfg)),
               val_BT=eval_windows(data.val, cfg.model.seq_len,
                                   cfg.train.eval_batches * cfg.parallel.micro_batch, cfg.train.seed),
-              guard=SpikeGuard(cfg.guards, device), control_group=dist.new_group(backend="gloo"), dp_rank=dp_rank)
+              guard=SpikeGuard(cfg.guards, device), control_group=dist.new_group(backend="gloo"), dp_rank=dp_rank,
+              noise=noise_scale(cfg, engine, n_micro, device))
     if resume_from is not None:
         run.restore(load_checkpoint(resume_from, engine, run.train_state(), runtime.rank, model_yaml(cfg)))
         run.resumed_from = resume_from
@@ -119,6 +122,15 @@ def build_model_and_engine(cfg: Config, layout: Layout, backend: str, n_micro: i
                            cfg.parallel.cpu_offload, compile_blocks=cfg.parallel.compile)
     precision = Precision(cfg.precision, device.type, autocast=backend == "ddp", sharded=backend == "fsdp")
     return build_engine(cfg, backend, layout, parallel, precision, n_micro, device, mesh), precision
+
+
+def noise_scale(cfg: Config, engine: Engine, n_micro: int, device: torch.device) -> Optional[GradientNoiseScale]:
+    """A gradient-noise-scale meter when the step offers two batch sizes of local gradients: one
+    micro-batch on one rank, and the whole step. Its average is not checkpointed (a diagnostic that
+    warms up again after a resume)."""
+    if not cfg.log.noise_scale or n_micro < 2 or not getattr(engine, "local_gradients", False):
+        return None
+    return GradientNoiseScale(cfg.parallel.micro_batch * cfg.model.seq_len, cfg.tokens_per_step, device)
 
 
 def batch_filter(cfg: Config) -> Optional[BatchFilter]:

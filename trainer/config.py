@@ -41,6 +41,15 @@ class ModelConfig(Section):
     norm_eps: float = Field(1e-5, gt=0)
     rope_theta: float = Field(10000.0, gt=0)
     init_std: float = Field(0.02, gt=0)
+    mup: bool = Field(False, description="maximal update parametrization (Yang et al. 2022): hyperparameters tuned "
+                      "at mup_base_width hold at any d_model (hidden init and Adam LR scaled by 1/width_mult, "
+                      "logits by 1/width_mult, attention by 1/d_head)")
+    mup_base_width: int = Field(128, ge=8, description="the d_model the hyperparameters were tuned at (under mup)")
+
+    @property
+    def width_mult(self) -> float:
+        """d_model over the µP base width: 1.0 without µP, so the standard parametrization is untouched."""
+        return self.d_model / self.mup_base_width if self.mup else 1.0
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -200,6 +209,8 @@ class LogConfig(Section):
     every: int = Field(10, ge=1)
     progress: bool = True
     tensorboard: bool = True
+    noise_scale: bool = Field(True, description="measure the gradient noise scale (the critical batch, "
+                              "McCandlish et al. 2018) where a step has several micro-batches of local gradients")
 
 
 class Config(Section):

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor
 
 from parallel.gradients import average_gradients, clip_gradients, global_grad_norm, local
 from parallel.held_memory import storage_bytes
@@ -61,6 +62,10 @@ class TorchEngine:
         self.reduce_every_micro_batch = reduce_every_micro_batch
         self.eval_batch = micro_batch
         self.model_state_bytes = 0
+        # Whole, unreduced, unscaled gradients on this rank between micro-batches (DDP or one process
+        # in fp32/bf16): what the gradient noise scale reads.
+        self.local_gradients = precision.scaler is None and not any(
+            isinstance(p, DTensor) for p in parallel.module.parameters())
 
     def accumulate(self, last: bool) -> ContextManager:
         if hasattr(self.module, "set_requires_gradient_sync"):      # FSDP2
@@ -119,9 +124,14 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm, skip
 
+    def local_grad_sq(self) -> torch.Tensor:
+        """The squared norm of the gradients accumulated on this rank so far (before any reduction)."""
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads, 2.0).float().square()
+
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)   # µP's per-group multiplier (trainer/optim.py)
 
     def state_dict(self, for_loading: bool = False) -> tuple[dict, dict]:
         """Model and optimizer state keyed by parameter name, wrappers' prefixes removed: the same
@@ -148,6 +158,7 @@ class PipelineEngine(TorchEngine):
         super().__init__(parallel, optimizer, precision, micro_batch, tensor_parallel=tensor_parallel)
         self.schedule = schedule
         self.eval_batch = micro_batch * n_micro   # the schedule's stages expect whole micro-batches
+        self.local_gradients = False              # the schedule runs all micro-batches in one go
         self.fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     def loss_fn(self, output: torch.Tensor, targets_BT: torch.Tensor, z_loss: float = 0.0,

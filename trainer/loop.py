@@ -92,14 +92,15 @@ def train(cfg: Config, runtime: Runtime, signals: Optional[StopSignal] = None,
         loss, grad_norm, skipped = train_step(
             run.engine, run.sampler.micro_batches(cfg.parallel.micro_batch), run.n_micro, cfg.optim.grad_clip,
             runtime.device, z_loss=cfg.guards.z_loss, guard=run.guard, measure=logs,
-            fault=injected_fault(run, data_step), force_skip=data_step + 1 in cfg.faults.skip_steps)
+            fault=injected_fault(run, data_step), force_skip=data_step + 1 in cfg.faults.skip_steps, noise=run.noise)
         run.step += 1
         events.note_step(run.step, data_step, skipped)
         progress.update(1)
         if logs:
             dist.all_reduce(loss)  # a SUM (gloo has no AVG); host syncs happen on log steps only
             record = {"loss": loss.item() / runtime.world_size, "lr": lr, "grad_norm": grad_norm.item(),
-                      **rate.measure(run.step), "model_states_gib": model_states_gib(run), **events.flush(metrics)}
+                      **rate.measure(run.step), "model_states_gib": model_states_gib(run), **events.flush(metrics),
+                      **noise_scale_record(run)}
             if run.step % cfg.train.eval_every == 0 or run.step == stop:
                 record["val_loss"] = val_loss = evaluate(run)
             metrics.write(run.step, record)
@@ -225,9 +226,25 @@ class ThroughputMeter:
         return {"tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_gib": peak_memory_gib(self.device)}
 
 
+def noise_scale_record(run: Run) -> dict:
+    """`grad_noise_scale` (tokens), averaged over ranks; collective where the run measures it."""
+    if run.noise is None:
+        return {}
+    averages = run.noise.averages().clone()
+    dist.all_reduce(averages)
+    value = run.noise.ratio(averages / run.runtime.world_size)
+    return {} if value is None else {"grad_noise_scale": value}
+
+
 def finish(run: Run, val_loss: float) -> RunResult:
-    """At the end of the whole run: a sample from the model and a row in runs/runs.csv."""
+    """At the end of the whole run: a sample from the model, the critical batch it measured and a
+    row in runs/runs.csv."""
     cfg, sample = run.cfg, ""
+    measured = noise_scale_record(run).get("grad_noise_scale")
+    if measured is not None:
+        say(run, f"gradient noise scale {measured:,.0f} tokens (the critical batch, McCandlish et al. 2018; "
+                 f"this run's batch is {cfg.tokens_per_step:,} tokens): `scaleplan next --batch-from "
+                 f"{run.run_dir}` sizes the next run's batch by it")
     if run.step == cfg.train.steps:
         sample = generate_sample(run)   # on every rank: a sharded model's forward is collective
     if run.step == cfg.train.steps and run.runtime.is_main:

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from parallel.gradients import local
 from trainer.engine import Engine
 from trainer.guards import SpikeGuard
+from trainer.noise_scale import GradientNoiseScale
 
 StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # (loss on this rank, grad norm, skipped)
 
@@ -16,7 +17,7 @@ StepResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # (loss on this r
 def train_step(engine: Engine, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_micro: int,
                grad_clip: float, device: torch.device, *, z_loss: float = 0.0, guard: Optional[SpikeGuard] = None,
                measure: bool = False, fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-               force_skip: bool = False) -> StepResult:
+               force_skip: bool = False, noise: Optional[GradientNoiseScale] = None) -> StepResult:
     """Accumulate gradients over `n_micro` micro-batches, clip, and step unless the guard skips the
     update. Returns (mean loss on this rank, global grad norm, skipped) as device tensors: no host
     synchronization here.
@@ -24,7 +25,10 @@ def train_step(engine: Engine, micro_batches: Iterable[tuple[torch.Tensor, torch
     The engine reduces gradients across data-parallel ranks once per step where its backend allows
     (`accumulate(last)` tells it which micro-batch is the last). `fault` (fault injection) may
     rewrite each micro-batch's loss before its backward; `force_skip` skips the update as a guard would.
+    `noise` takes the first micro-batch's gradient norm on this rank and the step's (needs n_micro > 1
+    and an engine with `local_gradients`).
     """
+    small_sq = None
     forward_backward = getattr(engine, "forward_backward", None)   # a pipeline runs its own schedule
     if forward_backward is not None:
         loss_sum = forward_backward(micro_batches, n_micro, device, z_loss=z_loss, fault=fault)
@@ -39,6 +43,8 @@ def train_step(engine: Engine, micro_batches: Iterable[tuple[torch.Tensor, torch
                 if fault is not None:
                     loss = fault(loss)
                 engine.backward(loss)
+            if noise is not None and index == 0:   # this micro-batch's gradient, divided by n_micro
+                small_sq = engine.local_grad_sq() * n_micro ** 2
             loss_sum += loss.detach()
     decide = None
     if guard is not None:
@@ -48,4 +54,6 @@ def train_step(engine: Engine, micro_batches: Iterable[tuple[torch.Tensor, torch
             global_loss /= dist.get_world_size()
         decide = lambda grad_norm: guard.check(global_loss, grad_norm, force_skip)  # noqa: E731
     grad_norm, skipped = engine.step(grad_clip, measure, decide)
+    if small_sq is not None:
+        noise.observe(small_sq, grad_norm.float().square(), keep=~skipped)
     return loss_sum, grad_norm, skipped

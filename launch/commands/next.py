@@ -28,10 +28,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(PRESETS_DIR / "default.yaml"),
                         help="base training config; its data, optimizer and batch settings are kept")
     add_shape_arguments(parser, arch_default=None)
+    parser.add_argument("--batch-from", metavar="RUN_DIR",
+                        help="size the batch by the gradient noise scale this run measured (its metrics.jsonl): "
+                             "the critical batch of McCandlish et al. 2018")
     parser.add_argument("--out", default="next_run.yaml", help="where to write the training config")
     parser.add_argument("--name", default=None, help="train.name of the next run (default next-<N>)")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures (with the next point) into DIR")
     add_json_flag(parser)
+
+
+def measured_noise_scale(run_dir: str) -> float:
+    """The last gradient noise scale (tokens) a run logged; UserError if it has none."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"--batch-from: {path} not found (give a run directory)")
+    values = [record["grad_noise_scale"] for record in map(json.loads, path.read_text().splitlines())
+              if "grad_noise_scale" in record]
+    if not values:
+        raise UserError(f"--batch-from: {path} has no grad_noise_scale (it is measured when a step has 2 or "
+                        f"more micro-batches per rank under ddp or one process, and log.noise_scale=true)")
+    return float(values[-1])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     # Train the shaped model on the budget's tokens: D = C / (6 N_shape) keeps the compute exact.
     tokens = C / (6.0 * shape.params)
     name = args.name or f"next-{human(shape.params)}"
-    config = next_run_config(args.config, shape, tokens, name)
+    critical = measured_noise_scale(args.batch_from) if args.batch_from else None
+    config = next_run_config(args.config, shape, tokens, name, batch_tokens=critical)
     path = write_config(config, args.out)
     trained_tokens = config.train.steps * config.tokens_per_step
     assert count_params(ModelSpec.from_config(config.model)) == shape.params
@@ -66,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
                "loss": float(fit.law.predict(shape.params, trained_tokens)),
                "law_optimum": allocation.to_json(), "shape": shape.to_json(), "config": str(path),
                "steps": config.train.steps, "tokens_per_step": config.tokens_per_step,
+               "critical_batch_tokens": critical,
                "fit": {"params": fit.law.params(), "objective": fit.objective}, "warnings": warnings}
     if args.plots:
         from planner.scaling.plots import write_fit_plots
@@ -80,5 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"next run: {shape.describe()}")
     print(f"  {config.train.steps} steps x {config.tokens_per_step:,} tokens = {human(trained_tokens)} tokens "
           f"({trained_tokens / shape.params:.1f} per param), predicted loss {payload['loss']:.4f}")
+    if critical is not None:
+        print(f"  batch from the measured critical batch of {human(critical)} tokens ({args.batch_from})")
     print(f"wrote {path}  (train with: torchrun --standalone --nproc_per_node=N launch/train.py --config {path})")
     return 0
