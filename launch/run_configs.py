@@ -136,13 +136,19 @@ def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:
 
 
 def ladder_run_config(base: Optional[str | Path], shape: Shape, tokens: float, name: str, runs_dir: str,
-                      seed_offset: int = 0) -> Config:
+                      seed_offset: int = 0, mup_base_width: Optional[int] = None, lr: Optional[float] = None) -> Config:
     """One run of a seed ladder: `next_run_config`'s model and batch, its run directory under the
     ladder's, one evaluation at the end (the loss the fit reads), no sample, no intermediate checkpoints;
-    its own data/initialisation seed, so two runs of the same shape are replicates, not copies."""
+    its own data/initialisation seed, so two runs of the same shape are replicates, not copies.
+    `mup_base_width`: µP with that base width (the ladder's smallest), so one learning rate holds for
+    every rung; `lr`: the peak learning rate (a tuned one) instead of the base's."""
     tree = next_run_config(base, shape, tokens, name).model_dump(mode="json")
     steps = tree["train"]["steps"]
     tree["train"].update(runs_dir=runs_dir, eval_every=steps, sample_tokens=0, seed=tree["train"]["seed"] + seed_offset)
+    if mup_base_width is not None:
+        tree["model"].update(mup=True, mup_base_width=mup_base_width)
+    if lr is not None:
+        tree["optim"].update(lr=lr)
     tree["checkpoint"].update(every=0)
     tree["log"].update(progress=False, tensorboard=False)
     return Config.model_validate(tree)

@@ -138,7 +138,7 @@ class DeepSpeedEngine:
     def set_lr(self, lr: float) -> None:
         # The inner torch optimizer's groups: ZeRO-3 does not mirror its own `param_groups` onto them.
         for group in self.zero_optimizer.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)   # µP's per-group multiplier
 
     # Checkpoints: the torch layout ------------------------------------------------------------
     def _named(self):

@@ -40,7 +40,11 @@ def ladder_dir(tmp_path, capsys) -> Path:
 
 
 def record(directory: Path, name: str, N: float, D: float, loss: float) -> None:
-    table = directory / "runs" / "runs.csv"
+    append_row(directory / "runs" / "runs.csv", name, N, D, loss)
+
+
+def append_row(table: Path, name: str, N: float, D: float, loss: float) -> None:
+    """A row of a runs table, as the trainer appends it to <train.runs_dir>/runs.csv."""
     table.parent.mkdir(parents=True, exist_ok=True)
     new = not table.exists()
     with table.open("a", newline="") as handle:
@@ -129,3 +133,70 @@ def test_too_few_usable_runs(capsys, ladder_dir) -> None:
     lines = capsys.readouterr().err.strip().splitlines()
     # One warning line per diverged run, then the one-line error.
     assert len(lines) == 7 and all("diverged" in line for line in lines[:6]) and "at least 5" in lines[-1]
+
+
+def test_design_trains_under_mup_with_the_smallest_width(ladder_dir, tmp_path, capsys) -> None:
+    plan = json.loads((ladder_dir / "ladder.json").read_text())
+    models = [load_config(run["config"]).model for run in plan["runs"]]
+    smallest = min(model.d_model for model in models)
+    assert plan["mup_base_width"] == smallest and len({model.d_model for model in models}) > 1
+    assert all(model.mup and model.mup_base_width == smallest for model in models)
+    out = tmp_path / "standard"
+    assert main(DESIGN + ["--no-mup", "--out", str(out)]) == 0
+    plan = json.loads((out / "ladder.json").read_text())
+    assert plan["mup_base_width"] is None
+    assert not any(load_config(run["config"]).model.mup for run in plan["runs"])
+
+
+def sweep_loss(lr: float) -> float:
+    """A stand-in validation loss by learning rate: lowest at 1e-2, diverged at the sweep's top."""
+    return float("nan") if lr > 2e-2 else 2.0 + 0.1 * math.log(lr / 1e-2) ** 2
+
+
+def test_tune_lr_sweeps_the_smallest_rung_and_writes_the_best_everywhere(tmp_path, capsys, monkeypatch) -> None:
+    out = tmp_path / "ladder"
+    assert main(DESIGN + ["--tune-lr", "--out", str(out)]) == 0
+    assert "--tune-lr: 5 runs of" in capsys.readouterr().out
+    plan = json.loads((out / "ladder.json").read_text())
+    runs = plan["runs"]
+    smallest = min(runs, key=lambda r: r["N"])
+    swept, trained = [], []
+
+    def fake_train(config: str, nproc: int) -> int:
+        cfg = load_config(config)
+        D = cfg.train.steps * cfg.tokens_per_step
+        if cfg.train.runs_dir.endswith("lr_sweep"):
+            assert cfg.model == load_config(smallest["config"]).model       # the smallest rung's shape, µP on
+            swept.append(cfg.optim.lr)
+            append_row(Path(cfg.train.runs_dir) / "runs.csv", cfg.train.name, smallest["N"], D, sweep_loss(cfg.optim.lr))
+        else:
+            assert cfg.optim.lr == 0.00949                                    # the tuned rate, on every rung
+            N = next(r["N"] for r in runs if r["name"] == cfg.train.name)
+            trained.append(cfg.train.name)
+            record(out, cfg.train.name, N, D, law_loss(N, D))
+        return 0
+
+    monkeypatch.setattr(ladder_command, "train_one", fake_train)
+    assert main(["ladder", "run", str(out), "--local"]) == 0
+    captured = capsys.readouterr()
+    assert swept == pytest.approx([3e-4, 9.49e-4, 3e-3, 9.49e-3, 3e-2])      # log-spaced around the base's 3e-3
+    assert sorted(trained) == sorted(r["name"] for r in runs)
+    assert "learning rate 0.00949" in captured.out
+    plan = json.loads((out / "ladder.json").read_text())
+    assert plan["lr"]["value"] == 0.00949 and plan["lr"]["tuned_on"] == smallest["name"]
+    assert math.isnan(plan["lr"]["sweep"]["0.03"])
+    assert all(load_config(r["config"]).optim.lr == 0.00949 for r in runs)
+    report = json.loads((out / "report.json").read_text())
+    next_run = load_config(report["next_run"]["config"])
+    assert next_run.optim.lr == 0.00949 and next_run.model.mup_base_width == plan["mup_base_width"]
+    # Run again: no second sweep, nothing retrained.
+    swept.clear(), trained.clear()
+    assert main(["ladder", "run", str(out), "--local", "--tune-lr"]) == 0
+    assert swept == [] and trained == []
+
+
+def test_tune_lr_after_runs_were_trained(capsys, ladder_dir) -> None:
+    run = json.loads((ladder_dir / "ladder.json").read_text())["runs"][0]
+    record(ladder_dir, run["name"], run["N"], run["D"], law_loss(run["N"], run["D"]))
+    err = one_line_error(capsys, ["ladder", "run", str(ladder_dir), "--tune-lr"])
+    assert "mix" in err

@@ -87,11 +87,17 @@ def apply_rotary(x_BNTH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tenso
 
 
 class AttentionCore(nn.Module):
-    """softmax(QKᵀ/√d)·V, causal: the part selective recomputation runs again in backward
-    (`parallel/recompute.py` wraps this module by name)."""
+    """softmax(QKᵀ·scale)·V, causal: the part selective recomputation runs again in backward
+    (`parallel/recompute.py` wraps this module by name). `scale` None is 1/√d; µP passes 1/d, since
+    after training queries and keys are correlated and their dot product grows like d, not √d
+    (Yang et al. 2022, §4). A plain float, not a parameter: the module holds none."""
+
+    def __init__(self, scale: float | None = None):
+        super().__init__()
+        self.scale = scale
 
     def forward(self, q_BNTH: torch.Tensor, k_BKTH: torch.Tensor, v_BKTH: torch.Tensor) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q_BNTH, k_BKTH, v_BKTH, is_causal=True,
+        return F.scaled_dot_product_attention(q_BNTH, k_BKTH, v_BKTH, is_causal=True, scale=self.scale,
                                               enable_gqa=q_BNTH.shape[1] != k_BKTH.shape[1])
 
 
@@ -109,7 +115,7 @@ class Attention(nn.Module):
         self.queries_per_kv = cfg.n_heads // cfg.kv_heads
         qkv_dim = (cfg.n_heads + 2 * cfg.kv_heads) * self.head_dim
         self.wqkv = nn.Linear(cfg.d_model, qkv_dim, bias=cfg.bias)
-        self.core = AttentionCore()
+        self.core = AttentionCore(1.0 / self.head_dim if cfg.mup else None)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         # QK-norm (Dehghani et al. 2023): bounded attention logits, whatever the weights' growth
         self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
@@ -172,6 +178,11 @@ class Transformer(nn.Module):
         self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
+        # µP's output multiplier (Yang et al. 2022, Table 8): the head's init and Adam learning rate stay
+        # as tuned at the base width, its logits are scaled by 1/width_mult. A float applied in forward,
+        # so tensor parallelism shards nothing new; with tied embeddings it applies to the readout only,
+        # as the paper's tied readout (mup's MuSharedReadout) does.
+        self.output_mult = 1.0 / cfg.width_mult
         if cfg.arch == "llama":
             # Not parameters: recomputed in init_weights() so a meta-device build materializes them.
             cos, sin = rotary_tables(cfg.seq_len, cfg.d_model // cfg.n_heads, cfg.rope_theta)
@@ -183,15 +194,19 @@ class Transformer(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2·layers)
-        (GPT-2, Radford et al. 2019) so the residual stream's variance does not grow with depth."""
+        (GPT-2, Radford et al. 2019) so the residual stream's variance does not grow with depth.
+        Under µP the hidden matrices' std is divided by sqrt(width_mult) (variance ∝ 1/fan_in, equal
+        to init_std at the base width); embeddings and the head keep init_std."""
         if self.cfg.tie_embeddings and self.output is not None and self.tok_embeddings is not None:
             self.output.weight = self.tok_embeddings.weight   # `to_empty` materializes the two apart
         std = self.cfg.init_std
-        residual_std = std / math.sqrt(2 * self.cfg.n_layers)
+        hidden_std = std / math.sqrt(self.cfg.width_mult) if self.cfg.mup else std
+        residual_std = hidden_std / math.sqrt(2 * self.cfg.n_layers)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
                 is_residual_out = name.endswith("attn.wo") or name.endswith("mlp.w_out")
-                nn.init.normal_(module.weight, 0.0, residual_std if is_residual_out else std)
+                matrix_std = std if module is self.output else hidden_std
+                nn.init.normal_(module.weight, 0.0, residual_std if is_residual_out else matrix_std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
@@ -223,7 +238,10 @@ class Transformer(nn.Module):
             x_BTD = block(x_BTD, rope)
         if self.output is None:
             return x_BTD
-        logits_BTV = self.output(self.norm(x_BTD))
+        x_BTD = self.norm(x_BTD)
+        if self.cfg.mup:   # on the head's input, not its output: the same logits, the smaller tensor
+            x_BTD = x_BTD * self.output_mult
+        logits_BTV = self.output(x_BTD)
         if targets_BT is None:
             return logits_BTV
         return language_model_loss(logits_BTV, targets_BT, z_loss)

@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay on matrices only, and the learning-rate schedules."""
+"""AdamW with decoupled weight decay on matrices only, µP's per-group learning rates, and the
+learning-rate schedules."""
 from __future__ import annotations
 
 import math
@@ -7,16 +8,37 @@ import torch
 import torch.nn as nn
 
 from trainer.config import OptimConfig
+from trainer.model import Transformer
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; norms, biases and other 1-D parameters get no weight decay (it would pull gains to 0)."""
-    decay, no_decay = [], []
+    """AdamW; norms, biases and other 1-D parameters get no weight decay (it would pull gains to 0).
+
+    Every group holds `lr_scale`, the multiple of the schedule's learning rate it runs at (engines'
+    `set_lr` apply it). Under µP (the model's `mup`, Yang et al. 2022, Table 8's Adam rule) the hidden
+    matrices run at lr / width_mult with weight decay × width_mult (torch's AdamW shrinks by lr × decay
+    per step: that product stays as tuned); embeddings, the head (its logits carry the 1/width_mult
+    multiplier instead) and vectors keep lr.
+    """
+    transformers = [m for m in model.modules() if isinstance(m, Transformer)]   # inside DDP, FSDP, compile
+    width_mult = transformers[0].cfg.width_mult if transformers else 1.0
+    ends = {id(p) for m in transformers for end in (m.tok_embeddings, m.pos_embeddings, m.output)
+            if end is not None for p in end.parameters()}
+    hidden, ends_2d, vectors = [], [], []
     for param in model.parameters():
         if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+            if param.dim() < 2:
+                vectors.append(param)
+            else:
+                (ends_2d if id(param) in ends or width_mult == 1.0 else hidden).append(param)
+    groups = [{"params": ends_2d, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+              {"params": vectors, "weight_decay": 0.0, "lr_scale": 1.0}]
+    if hidden:
+        groups.append({"params": hidden, "weight_decay": cfg.weight_decay * width_mult,
+                       "lr_scale": 1.0 / width_mult})
+    groups = [group for group in groups if group["params"]]   # a middle pipeline stage has no ends
+    for group in groups:
+        group["lr"] = cfg.lr * group["lr_scale"]
     # Fused on every device: one kernel per step, and it can skip an update flagged on device
     # (`found_inf`) without a host sync, which the stability guards rely on.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)

@@ -2,8 +2,11 @@
 run, then (`scaleplan ladder run DIR`) train them, fit, allocate the target and write the next run.
 
     scaleplan ladder --budget-flops C | --gpu-hours H --gpu G [--runs K] [--target-flops C_target]
-                     [--noise S] [--law LAW] [--config base.yaml] [--unique-tokens U] --out DIR
-    scaleplan ladder run DIR [--local --nproc N | --slurm] [--train-next]
+                     [--noise S] [--law LAW] [--config base.yaml] [--unique-tokens U] [--no-mup] [--tune-lr] --out DIR
+    scaleplan ladder run DIR [--local --nproc N | --slurm] [--tune-lr] [--train-next]
+
+The runs use µP (`model.mup`, base width the smallest rung's d_model), so a learning rate tuned on the
+smallest rung holds for all of them; `--tune-lr` sweeps it there (LR_SWEEP) before the ladder trains.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ LADDER_WIDTH_STEP = 64       # one 64-wide head per 64: the shaper's tiny models
 SHAPE_TOLERANCE = 0.25       # a rung's size may miss its target: its tokens keep the budget exact
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.9
+LR_SWEEP = tuple(10 ** (k / 2) for k in range(-2, 3))   # x the base config's learning rate: 0.1 to 10, half a decade apart
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="unique tokens available (default: the base config's training data, when prepared)")
     design.add_argument("--out", metavar="DIR", help="the ladder directory: configs/, ladder.json, later runs/")
     design.add_argument("--force", action="store_true", help="overwrite a ladder designed from another config")
+    design.add_argument("--mup", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the runs under µP, base width the smallest rung's (default; --no-mup: the "
+                             "base config's parametrization)")
+    parser.add_argument("--tune-lr", action="store_true",
+                        help=f"before the ladder trains, sweep {len(LR_SWEEP)} learning rates (the base's x "
+                             f"{', '.join(f'{f:.3g}' for f in LR_SWEEP)}) on the smallest rung only and write the "
+                             f"best into every rung's config (at design, or on `ladder run`)")
     run = parser.add_argument_group("ladder run DIR")
     run.add_argument("--local", action="store_true", help="train the runs here, one after another (default)")
     run.add_argument("--nproc", type=int, default=1, help="torchrun processes per run (default 1)")
@@ -134,13 +145,16 @@ def design(args: argparse.Namespace) -> int:
     target = chosen.best.target_flops
     configs_dir, runs_dir = out / "configs", out / "runs"
     rungs, warnings = [], []
-    for i, (N, D, s) in enumerate(zip(placement.N, placement.D, placement.slice_index)):
-        C = 6.0 * N * D
-        shape = shape_for_params(N, model.arch, model.vocab_size, model.seq_len, model.tie_embeddings, model.bias,
-                                 tolerance=SHAPE_TOLERANCE, width_step=LADDER_WIDTH_STEP)
+    budgets = 6.0 * placement.N * placement.D
+    shapes = [shape_for_params(N, model.arch, model.vocab_size, model.seq_len, model.tie_embeddings, model.bias,
+                               tolerance=SHAPE_TOLERANCE, width_step=LADDER_WIDTH_STEP) for N in placement.N]
+    # µP's base width is the smallest rung's: the learning rate tuned (or set) there holds for the rest.
+    base_width = min(shape.spec.d_model for shape in shapes) if args.mup else None
+    for i, (shape, C, s) in enumerate(zip(shapes, budgets, placement.slice_index)):
         tokens = C / (6.0 * shape.params)
         name = f"rung{i:02d}-s{int(s)}-{human(shape.params)}"
-        config = ladder_run_config(base_path, shape, tokens, name, str(runs_dir), seed_offset=i)
+        config = ladder_run_config(base_path, shape, tokens, name, str(runs_dir), seed_offset=i,
+                                   mup_base_width=base_width)
         if config.train.steps < MIN_LADDER_STEPS:
             raise UserError(f"a budget of {total:.3g} FLOPs is too small: run {name} would train only "
                             f"{config.train.steps} steps; raise the budget or lower --runs")
@@ -173,7 +187,8 @@ def design(args: argparse.Namespace) -> int:
                             "loguniform_median_error": chosen.reference.median_error,
                             "median_error": chosen.best.median_error, "bias": chosen.best.bias,
                             "scatter": chosen.best.scatter},
-               "data": advice, "runs": rungs, "warnings": warnings}
+               "data": advice, "runs": rungs, "warnings": warnings, "mup_base_width": base_width,
+               "lr": {"value": base.optim.lr, "tune": args.tune_lr, "sweep": None}}
     out.mkdir(parents=True, exist_ok=True)
     existing.write_text(json.dumps(payload, indent=2))
     print_warnings(warnings)
@@ -190,6 +205,12 @@ def design(args: argparse.Namespace) -> int:
     print(f"forecast before training (law {prior.name}, noise {100 * args.noise:g} %): N_opt at {target:.3g} FLOPs "
           f"in [{human(low)}, {human(high)}] ({100 * CONFIDENCE:.0f} %); median error {100 * chosen.best.median_error:.0f} %"
           f" vs {100 * chosen.reference.median_error:.0f} % for log-uniform seeds")
+    smallest_rung = min(rungs, key=lambda r: r["N"])
+    parametrization = (f"µP, base width {base_width} (the smallest rung's d_model)" if base_width is not None
+                       else "the base config's parametrization (no µP: a learning rate may not hold across widths)")
+    tuning = (f"; --tune-lr: {len(LR_SWEEP)} runs of {smallest_rung['name']} ({len(LR_SWEEP) * smallest_rung['C']:.3g} "
+              f"FLOPs) choose it before the ladder trains" if args.tune_lr else "")
+    print(f"learning rate {base.optim.lr:g} for every run, {parametrization}{tuning}")
     print(f"wrote {existing} and {len(rungs)} configs in {configs_dir}; train with: scaleplan ladder run {out} "
           f"--local --nproc N")
     return 0
@@ -253,6 +274,14 @@ def run_ladder(args: argparse.Namespace, directory: Path) -> int:
     if args.nproc < 1:
         raise UserError(f"--nproc must be at least 1, got {args.nproc}")
     done = finished_losses(table)
+    if (args.tune_lr or ladder.get("lr", {}).get("tune")) and ladder.get("lr", {}).get("sweep") is None:
+        if any(r["name"] in done for r in rungs):
+            raise UserError(f"{directory} has runs trained at learning rate {ladder.get('lr', {}).get('value')}: a "
+                            f"tuned rate now would mix two along the ladder; tune on a new ladder (--tune-lr at design)")
+        if args.slurm:
+            raise UserError("--tune-lr trains the sweep here, one run after another: run `scaleplan ladder run "
+                            f"{directory} --local --tune-lr` first, then --slurm for the ladder")
+        tune_learning_rate(directory, ladder, args.nproc)
     todo = [r for r in rungs if r["name"] not in done]
     if args.slurm:
         return write_slurm(directory, todo)
@@ -268,6 +297,62 @@ def run_ladder(args: argparse.Namespace, directory: Path) -> int:
     else:
         print(f"[ladder] all {len(rungs)} runs already finished: fitting", flush=True)
     return fit_ladder(args, directory, ladder)
+
+
+def tune_learning_rate(directory: Path, ladder: dict, nproc: int) -> float:
+    """Train the smallest rung at each of LR_SWEEP x the base's learning rate (runs already in the
+    sweep's table are skipped), write the best into every rung's config and ladder.json; return it."""
+    from launch.run_configs import write_config_with_header
+    from planner.scaling.ladder import diverged
+    from trainer.config import Config, load_config
+
+    smallest = min(ladder["runs"], key=lambda r: r["N"])
+    sweep_dir = directory / "lr_sweep"
+    base_lr = float(ladder["lr"]["value"])
+    rung_config = load_config(smallest["config"])
+    ceiling = math.log(rung_config.model.vocab_size)
+    names = {}
+    for factor in LR_SWEEP:
+        lr = float(f"{base_lr * factor:.3g}")
+        tree = rung_config.model_dump(mode="json")
+        name = f"lr{lr:.3g}"
+        tree["optim"].update(lr=lr)
+        tree["train"].update(name=name, runs_dir=str(sweep_dir))
+        names[name] = write_config_with_header(Config.model_validate(tree), sweep_dir / "configs" / f"{name}.yaml",
+                                               f"Written by `scaleplan ladder --tune-lr`: {smallest['name']} at "
+                                               f"learning rate {lr:g}"), lr
+    done = finished_losses(sweep_dir / "runs.csv")
+    for i, (name, (path, lr)) in enumerate(names.items()):
+        if name in done:
+            continue
+        print(f"[ladder] tuning the learning rate on {smallest['name']}: {lr:g} ({i + 1}/{len(names)})", flush=True)
+        code = train_one(str(path), nproc)
+        if code != 0:
+            print(f"warning: the sweep's run at learning rate {lr:g} exited with code {code}", file=sys.stderr)
+    losses = finished_losses(sweep_dir / "runs.csv")
+    sweep = {lr: losses.get(name, float("nan")) for name, (_, lr) in names.items()}
+    usable = {lr: loss for lr, loss in sweep.items() if not diverged(loss, ceiling)}
+    if not usable:
+        raise UserError(f"every learning rate of the sweep in {sweep_dir} diverged or did not finish: lower the base "
+                        f"config's optim.lr and design the ladder again")
+    best = min(usable, key=usable.get)
+    if best in (min(sweep), max(sweep)):
+        print_warnings([f"the best learning rate {best:g} is at the edge of the sweep: the optimum may lie beyond it; "
+                        f"set the base config's optim.lr to {best:g} and design the ladder again to centre the sweep"])
+    for rung in ladder["runs"]:
+        path = Path(rung["config"])
+        tree = load_config(path).model_dump(mode="json")
+        tree["optim"].update(lr=best)
+        header = path.read_text().splitlines()[0].lstrip("# ")
+        write_config_with_header(Config.model_validate(tree), path,
+                                 f"{header}; learning rate {best:g}, tuned on {smallest['name']}")
+    ladder["lr"] = {"value": best, "tune": True, "sweep": {f"{lr:g}": loss for lr, loss in sweep.items()},
+                    "tuned_on": smallest["name"]}
+    (directory / "ladder.json").write_text(json.dumps(ladder, indent=2))
+    table = "  ".join(f"{lr:g}: {loss:.4f}" for lr, loss in sweep.items())
+    print(f"[ladder] learning rate {best:g} (final loss by learning rate: {table}); written into {len(ladder['runs'])} "
+          f"configs", flush=True)
+    return best
 
 
 def write_slurm(directory: Path, todo: list[dict]) -> int:
@@ -340,7 +425,8 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict) -> int:
     shape = shape_for_params(allocation.N, model.arch, model.vocab_size, model.seq_len, model.tie_embeddings,
                              model.bias, tolerance=SHAPE_TOLERANCE, width_step=LADDER_WIDTH_STEP)
     tokens = target / (6.0 * shape.params)
-    config = ladder_run_config(ladder["base_config"], shape, tokens, "next", str(directory / "runs"))
+    config = ladder_run_config(ladder["base_config"], shape, tokens, "next", str(directory / "runs"),
+                               mup_base_width=ladder.get("mup_base_width"), lr=ladder.get("lr", {}).get("value"))
     next_path = write_config_with_header(config, directory / "next_run.yaml",
                                          f"Written by `scaleplan ladder run`: the compute-optimal run at {target:.3g} FLOPs")
     N_next, D_next = shape.params, config.train.steps * config.tokens_per_step
