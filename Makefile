@@ -22,11 +22,11 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) launch/train.py --config configs/default.yaml
 
 # The scaling loop end to end on CPU: design a 9-run seed ladder (tiny models on the standard library),
-# train it, fit the law, and train the compute-optimal run it plans at 3e12 FLOPs; prints the
+# train it, fit the law, and train the compute-optimal run it plans at 6e12 FLOPs; prints the
 # predicted loss with its interval beside the measured one. Finished runs are skipped on a rerun.
 ladder: $(STAMP)
 	$(BIN)/scaleplan prepare --out data/stdlib
-	$(BIN)/scaleplan ladder --budget-flops 6e12 --runs 9 --target-flops 3e12 --noise 0.02 --out runs/ladder
+	$(BIN)/scaleplan ladder --budget-flops 1.2e13 --runs 9 --target-flops 6e12 --noise 0.02 --out runs/ladder
 	$(BIN)/scaleplan ladder run runs/ladder --local --nproc $(NPROC) --train-next
 
 test: $(STAMP)

@@ -14,7 +14,7 @@ from launch.cli import main
 from launch.commands import ladder as ladder_command
 from trainer.config import PRESETS_DIR, load_config
 
-DESIGN = ["ladder", "--budget-flops", "6e12", "--runs", "9", "--target-flops", "3e12", "--noise", "0.02"]
+DESIGN = ["ladder", "--budget-flops", "1.2e13", "--runs", "9", "--target-flops", "6e12", "--noise", "0.02"]
 
 
 def law_loss(N: float, D: float) -> float:
@@ -57,7 +57,7 @@ def append_row(table: Path, name: str, N: float, D: float, loss: float) -> None:
 def test_design_writes_valid_configs_and_a_plan(ladder_dir) -> None:
     plan = json.loads((ladder_dir / "ladder.json").read_text())
     assert len(plan["runs"]) == 9 and plan["design"]["kind"] == "isoflop"
-    assert plan["planned_flops"] == pytest.approx(6e12, rel=0.05)
+    assert plan["planned_flops"] == pytest.approx(1.2e13, rel=0.05)
     low, high = plan["forecast"]["N_opt_interval"]
     assert 0 < low < plan["forecast"]["N_opt_prior"] < high
     for run in plan["runs"]:

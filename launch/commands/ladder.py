@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RUNS = 20
 DEFAULT_NOISE = 0.01
 DEFAULT_MFU = 0.4
-MIN_LADDER_STEPS = 30        # a run shorter than this says little about its loss (warmup, noise)
-LADDER_WIDTH_STEP = 64       # one 64-wide head per 64: the shaper's tiny models, for CPU ladders
+MIN_LADDER_STEPS = 100       # a shorter run is mostly warmup: its loss says more about the schedule than N, D
+LADDER_WIDTH_STEP = 32       # one 32-wide head per 32: the shaper's tiny models, for CPU ladders
 SHAPE_TOLERANCE = 0.25       # a rung's size may miss its target: its tokens keep the budget exact
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.9
@@ -101,6 +101,18 @@ def data_tokens(config) -> Optional[float]:
         return None
 
 
+def without_spike_skips(config):
+    """A ladder run keeps no checkpoints, so the spike guard cannot roll back: it can only skip steps,
+    and a short run's gradient norm rises for real as its loss leaves the early plateau (the guard
+    then skipped every later step and stopped 2 of 9 CPU rungs at step ~100). Non-finite steps are
+    still skipped; a run that diverges shows in its final loss, which the fit leaves out."""
+    from trainer.config import Config
+
+    tree = config.model_dump(mode="json")
+    tree["guards"].update(spike_sigma=0.0)
+    return Config.model_validate(tree)
+
+
 def design(args: argparse.Namespace) -> int:
     from launch.run_configs import ladder_run_config, write_config_with_header
     from planner.model_spec import ModelSpec, count_params
@@ -134,14 +146,17 @@ def design(args: argparse.Namespace) -> int:
                          seq_len=model.seq_len, n_kv_heads=1 if model.arch == "llama" else None,
                          tie_embeddings=model.tie_embeddings, bias=model.bias)
     min_params = float(count_params(smallest))
-    # The cheapest run must train at least MIN_LADDER_STEPS steps of the smallest batch the base allows.
-    min_tokens = MIN_LADDER_STEPS * base.parallel.micro_batch * model.seq_len
+    # The cheapest run must train at least MIN_LADDER_STEPS steps of the base batch (kept at that length).
+    min_tokens = MIN_LADDER_STEPS * base.global_batch * model.seq_len
     if total < 6.0 * min_params * min_tokens * args.runs:
         raise UserError(f"a budget of {total:.3g} FLOPs is too small for {args.runs} runs: one run of the smallest "
                         f"model ({min_params:,.0f} params, {min_tokens:,} tokens) costs "
                         f"{6.0 * min_params * min_tokens:.3g} FLOPs; raise the budget or lower --runs")
-    chosen = design_ladder(prior, total, args.runs, args.noise, args.target_flops, min_params, min_tokens)
-    placement = place(chosen.best.design, total, min_params=min_params, min_tokens=min_tokens)
+    # The shaper may build a rung up to SHAPE_TOLERANCE larger than placed, and its tokens shrink to keep
+    # the budget: place with that margin so every rung still trains MIN_LADDER_STEPS steps.
+    placed_tokens = min_tokens * (1.0 + SHAPE_TOLERANCE)
+    chosen = design_ladder(prior, total, args.runs, args.noise, args.target_flops, min_params, placed_tokens)
+    placement = place(chosen.best.design, total, min_params=min_params, min_tokens=placed_tokens)
     target = chosen.best.target_flops
     configs_dir, runs_dir = out / "configs", out / "runs"
     rungs, warnings = [], []
@@ -153,8 +168,8 @@ def design(args: argparse.Namespace) -> int:
     for i, (shape, C, s) in enumerate(zip(shapes, budgets, placement.slice_index)):
         tokens = C / (6.0 * shape.params)
         name = f"rung{i:02d}-s{int(s)}-{human(shape.params)}"
-        config = ladder_run_config(base_path, shape, tokens, name, str(runs_dir), seed_offset=i,
-                                   mup_base_width=base_width)
+        config = without_spike_skips(ladder_run_config(base_path, shape, tokens, name, str(runs_dir), seed_offset=i,
+                                                       mup_base_width=base_width))
         if config.train.steps < MIN_LADDER_STEPS:
             raise UserError(f"a budget of {total:.3g} FLOPs is too small: run {name} would train only "
                             f"{config.train.steps} steps; raise the budget or lower --runs")
@@ -378,10 +393,11 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict) -> int:
 
     from launch.run_configs import ladder_run_config, write_config_with_header
     from planner.scaling.allocate import allocate
-    from planner.scaling.bootstrap import bootstrap
+    from planner.scaling.bootstrap import bootstrap, warm_starts
     from planner.scaling.diagnostics import all_warnings
     from planner.scaling.fit import fit_law
-    from planner.scaling.ladder import diverged, predictive_interval, residual_noise
+    from planner.scaling.ladder import (diverged, leave_one_out_errors, prediction_error, predictive_interval,
+                                        residual_noise)
     from planner.scaling.runs import MIN_RUNS, Runs
     from planner.scaling.shape import shape_for_params
     from trainer.config import load_config
@@ -425,14 +441,19 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict) -> int:
     shape = shape_for_params(allocation.N, model.arch, model.vocab_size, model.seq_len, model.tie_embeddings,
                              model.bias, tolerance=SHAPE_TOLERANCE, width_step=LADDER_WIDTH_STEP)
     tokens = target / (6.0 * shape.params)
-    config = ladder_run_config(ladder["base_config"], shape, tokens, "next", str(directory / "runs"),
-                               mup_base_width=ladder.get("mup_base_width"), lr=ladder.get("lr", {}).get("value"))
+    config = without_spike_skips(ladder_run_config(ladder["base_config"], shape, tokens, "next",
+                                                   str(directory / "runs"), lr=ladder.get("lr", {}).get("value"),
+                                                   mup_base_width=ladder.get("mup_base_width")))
     next_path = write_config_with_header(config, directory / "next_run.yaml",
                                          f"Written by `scaleplan ladder run`: the compute-optimal run at {target:.3g} FLOPs")
     N_next, D_next = shape.params, config.train.steps * config.tokens_per_step
     noise = residual_noise(fit.law, runs.N, runs.D, runs.loss)
+    # The interval's noise is how well the law predicts a rung it was not fitted to (leave-one-out):
+    # the fit's residual spread alone leaves out what the law's form misses at these sizes.
+    loo = leave_one_out_errors(runs.N, runs.D, runs.loss, warm_starts(fit))
+    spread = max(noise, prediction_error(loo)) if np.isfinite(prediction_error(loo)) else noise
     predicted = float(fit.law.predict(N_next, D_next))
-    low, high = predictive_interval(boot.params, N_next, D_next, noise, CONFIDENCE)
+    low, high = predictive_interval(boot.params, N_next, D_next, spread, CONFIDENCE)
     from planner.scaling.plots import write_fit_plots
 
     plots = write_fit_plots(directory / "plots", fit, runs, (N_next, D_next), boot,
@@ -441,7 +462,9 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict) -> int:
     report = {"fit": fit.to_json(), "runs_used": [r["name"] for r, _ in kept], "left_out": warnings,
               "target_flops": target, "allocation": allocation.to_json(), "intervals": boot.to_json()["intervals"],
               "next_run": {"config": str(next_path), "N": N_next, "D": D_next, "shape": shape.describe(),
-                           "predicted_loss": predicted, "loss_interval": [low, high], "run_noise": noise},
+                           "predicted_loss": predicted, "loss_interval": [low, high], "run_noise": noise,
+                           "leave_one_out_errors": dict(zip([r["name"] for r, _ in kept], loo.tolist())),
+                           "prediction_error": spread},
               "plots": [str(p) for p in plots], "warnings": fit_warnings}
     if args.train_next:
         previous = finished_losses(directory / "runs" / "runs.csv").get("next")
@@ -466,8 +489,8 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict) -> int:
     print(f"at {target:.3g} FLOPs: N_opt {human(allocation.N)} [{human(n_low)}, {human(n_high)}], D_opt "
           f"{human(allocation.D)} ({100 * CONFIDENCE:.0f} % bootstrap over {len(runs)} runs)")
     print(f"next run: {shape.describe()}, {human(D_next)} tokens -> {next_path}")
-    print(f"predicted loss {predicted:.4f} in [{low:.4f}, {high:.4f}] ({100 * CONFIDENCE:.0f} %, run noise "
-          f"{100 * noise:.1f} %)")
+    print(f"predicted loss {predicted:.4f} in [{low:.4f}, {high:.4f}] ({100 * CONFIDENCE:.0f} %: the bootstrap's "
+          f"laws with the rungs' leave-one-out error {100 * spread:.1f} %; residual noise {100 * noise:.1f} %)")
     if "measured_loss" in report["next_run"]:
         measured = report["next_run"]["measured_loss"]
         verdict = "inside" if report["next_run"]["inside_interval"] else "OUTSIDE"

@@ -270,10 +270,43 @@ def residual_noise(law: ScalingLaw, N: np.ndarray, D: np.ndarray, loss: np.ndarr
     return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
 
 
+def leave_one_out_errors(N: np.ndarray, D: np.ndarray, loss: np.ndarray,
+                         starts: Optional[Sequence[np.ndarray]] = None,
+                         objective: Objective = Objective()) -> np.ndarray:
+    """log(measured / predicted) of each run by the law fitted to all the others (all n fits at once;
+    variable projection's starts, and `starts` too, e.g. the full fit's optima, the best kept).
+
+    Unlike the residuals of the full fit, which a robust (Huber) fit pulls to zero for all but the
+    runs it treats as outliers, these are errors of predicting a run the fit has not seen: run noise,
+    the fit's own uncertainty, and whatever the law's form misses at these sizes, together."""
+    logs = [np.log(np.asarray(a, float)) for a in (N, D, loss)]
+    n = len(logs[2])
+    others = ~np.eye(n, dtype=bool)
+    rows = [np.stack([a[keep] for keep in others]) for a in logs]          # (n, n - 1) each
+    best = fit_many(*rows, objective)
+    theta, value = best.theta.copy(), best.objective.copy()
+    if starts:
+        warm = fit_many(*rows, objective, starts)
+        better = warm.objective < value
+        theta[better], value[better] = warm.theta[better], warm.objective[better]
+    log_E, log_A, log_B, alpha, beta = theta.T
+    with np.errstate(all="ignore"):
+        predicted = np.exp(log_E) + np.exp(log_A - alpha * logs[0]) + np.exp(log_B - beta * logs[1])
+        return np.where(np.isfinite(value), logs[2] - np.log(predicted), np.nan)
+
+
+def prediction_error(loo_errors: np.ndarray) -> float:
+    """The scale of leave-one-out errors as a log-normal std: their root mean square (not a robust
+    spread: the runs the law fits worst are exactly the evidence of what it misses)."""
+    finite = loo_errors[np.isfinite(loo_errors)]
+    return float(np.sqrt(np.mean(finite ** 2))) if len(finite) else float("nan")
+
+
 def predictive_interval(params: np.ndarray, N: float, D: float, noise: float, confidence: float = 0.9,
                         seed: int = 0) -> tuple[float, float]:
     """Where one run's measured loss at (N, D) should land: each bootstrap law's prediction (rows of
-    E, A, B, alpha, beta) times log-normal run noise, at `confidence`."""
+    E, A, B, alpha, beta) times log-normal noise of std `noise` (the ladder uses its runs'
+    leave-one-out prediction error, `prediction_error`), at `confidence`."""
     E, A, B, alpha, beta = params.T
     with np.errstate(all="ignore"):
         predicted = E + A * N ** -alpha + B * D ** -beta

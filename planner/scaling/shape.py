@@ -86,8 +86,9 @@ def kv_heads_for(arch: str, n_heads: int) -> Optional[int]:
 
 
 def _candidate(arch: str, d_model: int, n_layers: int, vocab_size: int, seq_len: int,
-               tie_embeddings: bool, bias: bool, ffn_hidden: Optional[int] = None) -> ModelSpec:
-    n_heads = d_model // head_dim_for(arch, d_model)
+               tie_embeddings: bool, bias: bool, ffn_hidden: Optional[int] = None,
+               max_head_dim: Optional[int] = None) -> ModelSpec:
+    n_heads = d_model // min(head_dim_for(arch, d_model), max_head_dim or d_model)
     return ModelSpec(arch=arch, n_layers=n_layers, d_model=d_model, n_heads=n_heads, vocab_size=vocab_size,
                      seq_len=seq_len, n_kv_heads=kv_heads_for(arch, n_heads),
                      ffn_hidden=ffn_hidden or default_ffn_hidden(arch, d_model), tie_embeddings=tie_embeddings,
@@ -116,7 +117,8 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
     Candidates per width: the depths either side of the target with the standard FFN (4h, or 8h/3
     for SwiGLU). Only if none fits (small models, where one layer is a big step) are the FFN widths
     tuned, penalised by how far they stray from the standard. `width_step` below 128 (one 64-wide
-    head per 64) admits the tiny models of a CPU seed ladder."""
+    head per 64) admits the tiny models of a CPU seed ladder; below 64 the heads are `width_step` wide
+    (32: one 32-wide head per 32), for the smallest ones."""
     if arch not in DEFAULT_VOCAB:
         raise UserError(f"unknown architecture '{arch}': choose gpt or llama")
     if not math.isfinite(target) or target <= 0:
@@ -124,6 +126,7 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
     vocab_size = vocab_size or DEFAULT_VOCAB[arch]
     seq_len = seq_len or DEFAULT_SEQ_LEN[arch]
     aspect_goal = preferred_aspect(target)
+    head_cap = width_step if width_step < 64 else None
     best: Optional[tuple[float, Shape]] = None
 
     def consider(spec: ModelSpec, penalty: float = 0.0) -> None:
@@ -140,9 +143,10 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
 
     for tune_ffn in (False, True):     # the standard FFN whenever some shape fits with it
         for d_model in range(width_step, MAX_WIDTH + 1, width_step):
-            one_layer = count_params(_candidate(arch, d_model, 1, vocab_size, seq_len, tie_embeddings, bias))
+            one_layer = count_params(_candidate(arch, d_model, 1, vocab_size, seq_len, tie_embeddings, bias,
+                                                max_head_dim=head_cap))
             per_layer = count_params(_candidate(arch, d_model, 2, vocab_size, seq_len, tie_embeddings,
-                                                bias)) - one_layer
+                                                bias, max_head_dim=head_cap)) - one_layer
             fixed = one_layer - per_layer
             if fixed > target * (1 + tolerance):
                 break     # wider only adds embedding parameters
@@ -152,17 +156,20 @@ def shape_for_params(target: float, arch: str = "gpt", vocab_size: Optional[int]
             depths = {max(1, step * math.floor(ideal_layers / step)), max(1, step * math.ceil(ideal_layers / step))}
             if not tune_ffn:
                 for n_layers in depths:
-                    consider(_candidate(arch, d_model, n_layers, vocab_size, seq_len, tie_embeddings, bias))
+                    consider(_candidate(arch, d_model, n_layers, vocab_size, seq_len, tie_embeddings, bias,
+                                        max_head_dim=head_cap))
                 continue
             for n_layers in depths | {max(1, round(d_model / aspect_goal))}:
-                spec = _candidate(arch, d_model, n_layers, vocab_size, seq_len, tie_embeddings, bias)
+                spec = _candidate(arch, d_model, n_layers, vocab_size, seq_len, tie_embeddings, bias,
+                                  max_head_dim=head_cap)
                 ffn = _tuned_ffn(spec, target)
                 if ffn is not None:
                     consider(replace(spec, ffn_hidden=ffn), FFN_PENALTY * abs(math.log(ffn / spec.ffn)))
         if best is not None:
             break
     if best is None:
-        smallest = _candidate(arch, width_step, 1, vocab_size, seq_len, tie_embeddings, bias)
+        smallest = _candidate(arch, width_step, 1, vocab_size, seq_len, tie_embeddings, bias,
+                              max_head_dim=head_cap)
         if count_params(smallest) > target * (1 + tolerance):
             raise UserError(f"target of {target:.3g} parameters is too small for a {arch} model with vocab "
                             f"{vocab_size}: its embeddings alone hold {embedding_params(smallest):,}")
