@@ -91,7 +91,9 @@ class Cluster:
         """Until `job` has left the queue; `release`: start a requeued job at once (SLURM otherwise
         holds a requeued job back for a while)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.active(job):
+        absent = 0   # a job being requeued can drop out of squeue for a moment: gone means gone a while
+        while time.monotonic() < deadline and absent < 6:
+            absent = 0 if self.active(job) else absent + 1
             if release and "BeginTime" in self.run("squeue", "--noheader", "--format=%r", f"--jobs={job}").stdout:
                 self.run("scontrol", "update", f"jobid={job}", "StartTime=now")
             time.sleep(0.5)

@@ -18,6 +18,8 @@ def test_finished_run_writes_everything(tmp_path):
     out = run_train(args).stdout
     run_dir = runs / "full"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # event lines (a degenerate window replaced, ...) come whenever they happen: count the log steps
+    records = [r for r in records if "event" not in r]
     assert [r["step"] for r in records] == [0, 2, 4]
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_gib"} <= set(records[1])
     assert records[1]["tokens_per_s"] > 0 and records[1]["mfu"] is None  # no peak FLOP/s for a CPU
