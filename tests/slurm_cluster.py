@@ -92,10 +92,15 @@ class Cluster:
         holds a requeued job back for a while)."""
         deadline = time.monotonic() + timeout
         absent = 0   # a job being requeued can drop out of squeue for a moment: gone means gone a while
+        released = False
         while time.monotonic() < deadline and absent < 6:
             absent = 0 if self.active(job) else absent + 1
-            if release and "BeginTime" in self.run("squeue", "--noheader", "--format=%r", f"--jobs={job}").stdout:
-                self.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+            if release and not released and \
+                    "BeginTime" in self.run("squeue", "--noheader", "--format=%r", f"--jobs={job}").stdout:
+                # not `now`: slurmd refuses a credential issued in the same second as the revoked one
+                # of the run that was just requeued ("Job credential revoked")
+                self.run("scontrol", "update", f"jobid={job}", "StartTime=now+3")
+                released = True
             time.sleep(0.5)
         assert not self.active(job), f"job {job} still queued after {timeout} s:\n{self.log()}"
 
