@@ -5,7 +5,9 @@ sampler, loss scale, the guards' window), every rank's RNG states, the resolved 
 manifest of every file's size and checksum. It is written to `step_<n>.partial/`, fsynced, given its
 manifest last and renamed once every rank has finished, so a crash mid-save never leaves a
 directory that looks complete; a checkpoint damaged later is found by its manifest, moved aside to
-`step_<n>.corrupt/` (kept, never deleted) and the previous good one is used.
+`step_<n>.corrupt/` (kept, never deleted) and the previous good one is used. `save_checkpoint` does
+all of it while the loop waits; `trainer/async_checkpoint.py` runs the same `write_checkpoint` in
+the background from a copy of the state.
 
 States are keyed by parameter name with no wrapper prefixes, whatever the backend (the engine's
 `state_dict`), so a checkpoint saved under one layout loads under any other: FSDP on 4 ranks into DDP
@@ -17,17 +19,20 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
 from planner.errors import UserError
-from trainer.engine import Engine
 from trainer.manifest import MANIFEST, describe_files, fsync_dir, fsync_file, manifest_problem, write_manifest
 
+if TYPE_CHECKING:   # a type hint only: saving needs no backend's code
+    from trainer.engines import Engine
+
 STEP_DIR = re.compile(r"^step_(\d+)$")
+T = TypeVar("T")
 
 
 def checkpoint_steps(root: Path) -> list[int]:
@@ -87,34 +92,83 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+class CheckpointError(RuntimeError):
+    """A save that failed on some rank; raised on every rank, naming each rank's error."""
+
+
 def save_checkpoint(root: Path, step: int, engine: Engine, train_state: dict, config_yaml: str, rank: int,
                     keep: int) -> Path:
-    """Write step_<step>/ collectively (every rank calls this) and prune to the newest `keep`."""
-    final, partial = root / f"step_{step}", root / f"step_{step}.partial"
-    if rank == 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        (partial / "config.yaml").write_text(config_yaml)
-    dist.barrier()
+    """Write step_<step>/ collectively (every rank calls this), synchronously, and prune to the newest `keep`."""
     model_state, optim_state = engine.state_dict()
-    # DCP's file writer fsyncs what it writes; each rank then checksums its own files, in parallel.
-    dcp.save({"model": model_state, "optim": optim_state, "train": train_state}, checkpoint_id=partial)
-    torch.save(rng_state(), partial / f"rng_rank{rank}.pt")
+    state = {"model": model_state, "optim": optim_state, "train": train_state}
+    return write_checkpoint(root, step, state, rng_state(), config_yaml, rank, keep)
+
+
+def write_checkpoint(root: Path, step: int, state: dict, rng: dict, config_yaml: str, rank: int, keep: int,
+                     group: Optional[dist.ProcessGroup] = None,
+                     before_commit: Optional[Callable[[int], None]] = None) -> Path:
+    """The whole of a save, collective over `group` (None: the default group): DCP's files and this
+    rank's RNG state into step_<step>.partial/, each rank's files checksummed in parallel, the manifest
+    written last and fsynced, the rename, the pruning. `before_commit(step)` runs on every rank between
+    the files and the manifest (fault drills). A failure on any rank is raised on every rank, so that
+    none is left waiting in a collective the others will never reach."""
+    final, partial = root / f"step_{step}", root / f"step_{step}.partial"
+    everywhere(lambda: _prepare(partial, config_yaml) if rank == 0 else None, group, f"preparing {partial}")
+    # DCP's file writer fsyncs what it writes, and raises any rank's failure on every rank.
+    dcp.save(state, checkpoint_id=partial, process_group=group)
+    described = everywhere(lambda: _write_rng_and_describe(partial, rank, rng), group, f"writing {partial}")
+    if before_commit is not None:
+        before_commit(step)
+    files = {name: entry for rank_files in described for name, entry in rank_files.items()}
+    everywhere(lambda: _commit(root, step, files, keep) if rank == 0 else None, group, f"committing {final}")
+    return final
+
+
+def _prepare(partial: Path, config_yaml: str) -> None:
+    # A stale .partial of this step (a crash mid-save) is removed before anyone writes: the other
+    # ranks write only after `everywhere` has heard from this one.
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    (partial / "config.yaml").write_text(config_yaml)
+
+
+def _write_rng_and_describe(partial: Path, rank: int, rng: dict) -> dict[str, dict]:
+    torch.save(rng, partial / f"rng_rank{rank}.pt")
     fsync_file(partial / f"rng_rank{rank}.pt")
     mine = [f"rng_rank{rank}.pt"] + [p.name for p in partial.glob(f"__{rank}_*.distcp")]
     if rank == 0:
         mine += [".metadata", "config.yaml"]
-    described = [None] * dist.get_world_size()
-    dist.all_gather_object(described, describe_files(partial, mine))
-    if rank == 0:
-        write_manifest(partial, {name: entry for files in described for name, entry in files.items()}, step)
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-        fsync_dir(root)
-        for old in checkpoint_steps(root)[:-keep]:
-            shutil.rmtree(root / f"step_{old}", ignore_errors=True)
-    dist.barrier()
-    return final
+    return describe_files(partial, mine)
+
+
+def _commit(root: Path, step: int, files: dict[str, dict], keep: int) -> None:
+    """Manifest last, then the rename: a directory named step_<n> is complete or absent."""
+    final, partial = root / f"step_{step}", root / f"step_{step}.partial"
+    write_manifest(partial, files, step)
+    fsync_dir(partial)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    fsync_dir(root)
+    for old in checkpoint_steps(root)[:-keep]:
+        shutil.rmtree(root / f"step_{old}", ignore_errors=True)
+    # Saves run one at a time, so any other .partial is what a crash left behind.
+    for stale in root.glob("step_*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def everywhere(work: Callable[[], T], group: Optional[dist.ProcessGroup], what: str) -> list[T]:
+    """Run `work` on this rank and gather every rank's result; if it failed on any rank, raise
+    CheckpointError on all of them (this rank's own exception chained, where it has one)."""
+    try:
+        outcome, own_error = (work(), None), None
+    except Exception as error:
+        outcome, own_error = (None, f"{type(error).__name__}: {error}"), error
+    gathered: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, outcome, group=group)
+    failures = [f"rank {r}: {error}" for r, (_, error) in enumerate(gathered) if error]
+    if failures:
+        raise CheckpointError(f"{what} failed ({'; '.join(failures)})") from own_error
+    return [result for result, _ in gathered]
 
 
 def load_checkpoint(path: Path, engine: Engine, train_state: dict, rank: int, model_yaml: str) -> dict:

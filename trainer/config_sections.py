@@ -186,6 +186,8 @@ class FaultConfig(Section):
     skip_steps: list[int] = Field(default_factory=list, description="skip the update at these steps, as the "
                                   "guards do (a reference for the other faults)")
     kill_step: Optional[int] = Field(None, ge=1, description="SIGKILL this rank after this step")
+    kill_in_save_step: Optional[int] = Field(None, ge=1, description="SIGKILL this rank while the checkpoint of this step "
+                                             "is being written (after staging, before its manifest)")
     term_step: Optional[int] = Field(None, ge=1, description="send this process SIGTERM after this step")
     rank: int = Field(0, ge=0, description="the rank the faults happen on")
 
@@ -196,6 +198,8 @@ class CheckpointConfig(Section):
     resume: str = Field("auto", description="'auto' (the latest good one in the run), 'none', or a step_<n> path")
     save_final: bool = True
     verify: bool = Field(True, description="check every file's checksum against the manifest before loading")
+    async_save: bool = Field(True, description="write checkpoints in the background: training waits only while "
+                             "the state is copied to host memory (which holds one extra copy of it)")
 
 
 class LogConfig(Section):
