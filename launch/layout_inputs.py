@@ -95,42 +95,53 @@ def plan(inputs, layout_text: Optional[str] = None, layout=None):
     return result, time.perf_counter() - start
 
 
-def layout_from_config(cfg, world_size: int) -> Layout:
-    """The layout a training config runs on `world_size` ranks: the trainer's own reading of it."""
+def config_layout(cfg, world_size: int) -> tuple[Layout, str]:
+    """(Layout, backend) a training config runs on `world_size` ranks: the trainer's own reading of it,
+    by the layout rules both the trainer and the planner ask."""
     from trainer.run_layout import resolve_layout
 
-    return resolve_layout(cfg, world_size)[0]
+    return resolve_layout(cfg, world_size)
+
+
+def layout_from_config(cfg, world_size: int) -> Layout:
+    """The layout a training config runs on `world_size` ranks."""
+    return config_layout(cfg, world_size)[0]
 
 
 def config_backend(cfg, world_size: int) -> str:
     """The backend a training config runs on `world_size` ranks, as the planner names it."""
-    from trainer.run_layout import resolve_layout
-
-    return resolve_layout(cfg, world_size)[1]
+    return config_layout(cfg, world_size)[1]
 
 
-def config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int):
-    """(result, seconds) for a training config's own layout on `world_size` ranks."""
+Resolved = Optional[tuple[Layout, str]]   # (Layout, backend) a caller has resolved already, or None
+
+
+def config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int, resolved: Resolved = None):
+    """(result, seconds) for a training config's own layout on `world_size` ranks; `resolved`: the
+    caller's `config_layout(cfg, world_size)`, so that start-up reads the layout once."""
+    layout, backend = resolved or config_layout(cfg, world_size)
     args = layout_plan_defaults()
     args.gpu = gpu_id or "h100-sxm"
     args.gpus_per_node = gpus_per_node
-    args.backend = config_backend(cfg, world_size)
+    args.backend = backend
     inputs = build_inputs(args, cfg, n_gpus=world_size)
-    return plan(inputs, layout=layout_from_config(cfg, world_size))
+    return plan(inputs, layout=layout)
 
 
-def print_config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int) -> None:
+def print_config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int,
+                      resolved: Resolved = None) -> None:
     """The plan of a training config's own layout on `world_size` ranks (launch/train.py --dry-run)."""
-    result, elapsed = config_plan(cfg, world_size, gpu_id, gpus_per_node)
+    result, elapsed = config_plan(cfg, world_size, gpu_id, gpus_per_node, resolved)
     render(result, top=1, elapsed_s=elapsed)
     if gpu_id is None:
         print("(no --gpu given: planned for h100-sxm)")
 
 
-def config_plan_json(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int = 8) -> dict:
+def config_plan_json(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int = 8,
+                     resolved: Resolved = None) -> dict:
     """The same plan as the `--json` schema (one layout), e.g. for a run directory's plan.json, with
     the model-state bytes one rank holds (parameters, gradients, optimizer states), which the run
     measures too (metrics.jsonl's `model_states_gib`)."""
-    result = config_plan(cfg, world_size, gpu_id, gpus_per_node)[0]
+    result = config_plan(cfg, world_size, gpu_id, gpus_per_node, resolved)[0]
     states = stage_memory(result.inputs, result.layouts, 0)["model_state_tensors"][0]
     return {**to_json(result, 1), "model_states_gib": float(states) / 2**30}

@@ -1,21 +1,19 @@
-"""Training configs the planner's commands write, each validated by the trainer's own loader before
-it is written: the next run of the scaling loop (`scaleplan next`: the planned shape, a step count
-that trains on the planned tokens) and a planned layout (`scaleplan plan --emit-config`)."""
+"""Training configs the planner's commands write, each validated by the trainer's own loader (and a
+planned layout by the layout rules the trainer applies) before it is written: the next run of the
+scaling loop (`scaleplan next`: the planned shape, a step count that trains on the planned tokens)
+and a planned layout (`scaleplan plan --emit-config`)."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import ValidationError
 
-from parallel.layout import Layout
+from parallel.layout import BACKEND_STAGES, BACKENDS, Layout, trainer_refusals
 from planner.errors import UserError
 from planner.layout.search import describe
 from planner.scaling.shape import Shape
 from trainer.config import Config, load_config
-from trainer.run_layout import STAGES, resolve_layout
 
 MIN_STEPS = 50     # below this the warmup and schedule do not mean much: shrink the batch instead
 
@@ -66,33 +64,19 @@ def write_config(config: Config, path: str | Path) -> Path:
     return path
 
 
-def parallel_section(layout: Layout, backend: str, global_batch: Optional[int] = None) -> Optional[dict]:
-    """The trainer config's `parallel` section for this layout, or None if the trainer cannot run it
-    (checked by the trainer's own reading of a config, `resolve_layout`)."""
-    section = {"backend": backend, "dp_replicate": layout.dp_replicate, "dp_shard": layout.dp_shard,
-               "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
-               "micro_batch": layout.micro_batch, "recompute": layout.recompute}
-    if layout.tp > 1:
-        section["sequence_parallel"] = layout.sequence_parallel
-    if layout.pp > 1:
-        section.update(pp_schedule=layout.pp_schedule, vpp=layout.vpp)
-    try:
-        # a batch that gives every pipeline stage its micro-batches
-        batch = global_batch or layout.dp * layout.micro_batch * layout.pp
-        trial = Config.model_validate({"train": {"global_batch": batch},
-                                       "parallel": section})
-        resolve_layout(trial, layout.world_size)
-    except (UserError, ValidationError):
-        return None
-    return section
+def parallel_section(layout: Layout, backend: str) -> dict:
+    """The trainer config's `parallel` section for this layout: every layout key, so that keys a base
+    config sets cannot change the layout that runs."""
+    return {"backend": backend, "dp_replicate": layout.dp_replicate, "dp_shard": layout.dp_shard,
+            "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage, "micro_batch": layout.micro_batch,
+            "recompute": layout.recompute, "sequence_parallel": layout.sequence_parallel,
+            "pp_schedule": layout.pp_schedule, "vpp": layout.vpp}
 
 
 def emit_config(path: str, result, index: int, base_config: Optional[str]) -> None:
-    """Write layout `index` of `result` as a config `load_config` accepts (validated before writing)."""
-    spec, layout = result.inputs.spec, result.layouts.layout(index)
-    section = parallel_section(layout, result.layouts.backend_name(index))
-    if section is None:
-        raise UserError("the trainer's config cannot express this layout yet")
+    """Write layout `index` of `result` as a config `load_config` accepts and the trainer runs, both
+    checked before writing: the config by the trainer's schema, the layout by the layout rules."""
+    spec, layout, backend = result.inputs.spec, result.layouts.layout(index), result.layouts.backend_name(index)
     # the base config was validated by load_config already, so it reads as a mapping
     tree = (yaml.safe_load(Path(base_config).read_text()) or {}) if base_config else {}
     model = dict(tree.get("model", {}))
@@ -103,14 +87,16 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
     train.update(global_batch=result.inputs.global_batch)
     tree.update(model=model, train=train, precision={**dict(tree.get("precision", {})),
                                                      "dtype": result.inputs.precision},
-                parallel={**dict(tree.get("parallel", {})), **section})
+                parallel={**dict(tree.get("parallel", {})), **parallel_section(layout, backend)})
     text = "# Written by `scaleplan plan --emit-config`; layout " + describe(layout) + "\n" + \
         yaml.safe_dump(tree, sort_keys=False)
-    with tempfile.TemporaryDirectory() as scratch:
-        trial = Path(scratch) / "plan.yaml"
-        trial.write_text(text)
-        # raises (one line) if the trainer would not accept it, or not run it on this many ranks
-        resolve_layout(load_config(trial), layout.world_size)
+    config = Config.model_validate(yaml.safe_load(text))   # what load_config makes of the file
+    problems = layout.problems(layout.world_size, spec.n_heads, spec.kv_heads, spec.n_layers, spec.ffn,
+                               backend=backend, global_batch=config.global_batch, key="parallel.")
+    problems += trainer_refusals(backend, layout.tp, layout.pp, spec.tie_embeddings, config.parallel.cpu_offload,
+                                 key="parallel.")
+    if problems:
+        raise UserError(f"the trainer would not run {describe(layout)}: " + "; ".join(problems))
     out = Path(path)
     if out.parent and not out.parent.exists():
         raise UserError(f"--emit-config: directory {out.parent} does not exist")
@@ -118,19 +104,19 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
 
 
 def trainer_can_run() -> list[str]:
-    """What the trainer runs, for the message when nothing can be emitted."""
-    return [f"{backend} at zero_stage {'/'.join(map(str, stages))}" for backend, stages in STAGES.items()] + \
+    """What the trainer runs, for the message when nothing can be emitted (from the layout rules)."""
+    return [f"{backend} at zero_stage {'/'.join(map(str, BACKEND_STAGES[backend]))}" for backend in BACKENDS] + \
         ["deepspeed without tp or pp", "recompute none, selective or full"]
 
 
 def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:
-    """Write the best-ranked layout the trainer can express to `path`; return its index."""
-    runnable = [int(i) for i in result.ranked
-                if parallel_section(result.layouts.layout(int(i)), result.layouts.backend_name(int(i)),
-                                    result.inputs.global_batch)]
+    """Write the best-ranked layout the trainer runs to `path`; return its index."""
+    runnable = [int(i) for i in result.ranked if result.runnable[int(i)]]
     if not runnable:
-        raise UserError("none of the fitting layouts can be written as a training config yet (the "
-                        "trainer runs " + ", ".join(trainer_can_run()) + "); pass --layout with those")
+        best = int(result.ranked[0])
+        raise UserError("none of the fitting layouts can be written as a training config yet (the trainer runs "
+                        + ", ".join(trainer_can_run()) + f"; the best, {describe(result.layouts.layout(best))}: "
+                        f"{result.refused[best]}); pass --layout with those")
     emit_config(path, result, runnable[0], base_config)
     return runnable[0]
 

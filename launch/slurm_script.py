@@ -14,6 +14,7 @@ from pathlib import Path
 from string import Template
 from typing import Optional
 
+from parallel.layout import Layout
 from planner.errors import UserError
 from trainer.config import load_config
 from trainer.run_layout import resolve_layout
@@ -46,25 +47,27 @@ class SlurmJob:
         return self.gpus_per_node or self.procs_per_node
 
 
-def save_seconds(config_path: str, overrides: list[str], world_size: int) -> tuple[float, float]:
-    """(seconds to save one rank's checkpoint, GiB it writes), for this config on `world_size` ranks."""
+def save_seconds(config_path: str, overrides: list[str], world_size: int,
+                 resolved: Optional[tuple[Layout, str]] = None) -> tuple[float, float]:
+    """(seconds to save one rank's checkpoint, GiB it writes), for this config on `world_size` ranks
+    (`resolved`: its (Layout, backend) there, when the caller has it)."""
     from launch.layout_inputs import config_plan_json
 
     cfg = load_config(config_path, overrides)
-    gib = config_plan_json(cfg, world_size, None)["model_states_gib"]
+    gib = config_plan_json(cfg, world_size, None, resolved=resolved)["model_states_gib"]
     return gib / SAVE_GIB_PER_S, gib
 
 
-def check_layout(job: SlurmJob, config: str) -> None:
-    """The config's layout must fit nodes × ranks per node: one line (exit 2) naming what to change."""
+def check_layout(job: SlurmJob, config: str) -> tuple[Layout, str]:
+    """The config's (Layout, backend) on nodes × ranks per node: one line (exit 2) naming what to
+    change when it does not fit."""
     if job.nodes < 1 or job.ranks_per_node < 1:
         raise UserError("--nodes and the ranks per node (--gpus-per-node, or --procs-per-node without GPUs) "
                         "must be at least 1")
     cfg = load_config(config, job.overrides)
     world = job.nodes * job.ranks_per_node
     try:
-        layout, _ = resolve_layout(cfg, world)
-        cfg.grad_accum_steps(layout.dp)
+        return resolve_layout(cfg, world)   # the layout rules divide the batch too
     except UserError as error:
         raise UserError(f"{job.nodes} node(s) × {job.ranks_per_node} = {world} ranks do not fit {config}: "
                         f"{error}") from None
@@ -75,9 +78,9 @@ def render(job: SlurmJob) -> tuple[str, int]:
     if not job.configs:
         raise UserError("give a config (--config) or configs for a job array (--array)")
     world = job.nodes * job.ranks_per_node
-    for config in job.configs:
-        check_layout(job, config)
-    seconds = max(save_seconds(config, job.overrides, world)[0] for config in job.configs)
+    resolved = [check_layout(job, config) for config in job.configs]
+    seconds = max(save_seconds(config, job.overrides, world, layout)[0]
+                  for config, layout in zip(job.configs, resolved))
     lead = max(MIN_SIGNAL_S, math.ceil(seconds) + SIGNAL_MARGIN_S)
     options = [f"#SBATCH {option}" for option in job.sbatch_options]
     if job.gpus_per_node:

@@ -112,7 +112,7 @@ def test_evaluate_layout_names_every_problem():
         evaluate_layout(inputs, parse_layout("dp=2,tp=3,pp=1", 64))
     with pytest.raises(UserError, match="spans more than one node"):
         evaluate_layout(inputs, parse_layout("dp=4,tp=16,pp=1", 64))
-    with pytest.raises(UserError, match="not a multiple of dp 64 × mb 16"):
+    with pytest.raises(UserError, match="not divisible by micro_batch 16 × data-parallel size 64"):
         evaluate_layout(inputs, parse_layout("dp=64,mb=16", 64))
 
 
@@ -129,6 +129,6 @@ def test_planner_never_imports_torch():
 
 def test_interleaved_needs_micro_batches_a_multiple_of_pp():
     inputs = PlanInputs(LLAMA7B, CATALOG["h100-sxm"], 64, 512)
-    with pytest.raises(UserError, match="2 micro-batches per step to be a multiple of pp 4"):
+    with pytest.raises(UserError, match=r"pp=4 ranks \(interleaved\) needs a multiple of 4 micro-batches per step, not 2"):
         evaluate_layout(inputs, parse_layout("dp=8,tp=2,pp=4,mb=32,schedule=interleaved,vpp=2", 64))
     evaluate_layout(inputs, parse_layout("dp=8,tp=2,pp=4,mb=4,schedule=interleaved,vpp=2", 64))

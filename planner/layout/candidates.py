@@ -10,19 +10,10 @@ from typing import Sequence
 
 import numpy as np
 
-from parallel.layout import Layout
+from parallel.layout import BACKENDS, Layout, backend_for, trainer_refusals
 
 RECOMPUTE = ("none", "selective", "full")
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zero_bubble")
-BACKENDS = ("ddp", "fsdp", "deepspeed")
-
-
-def backend_for_stage(zero_stage: int, backend: str) -> str:
-    """The backend that runs a sharding stage: 'auto' picks DDP for 0, DeepSpeed ZeRO for 1-2
-    and FSDP2 for 3 (fully sharded)."""
-    if backend != "auto":
-        return backend
-    return "ddp" if zero_stage == 0 else ("fsdp" if zero_stage == 3 else "deepspeed")
 
 
 @dataclass
@@ -66,7 +57,7 @@ class LayoutArrays:
             schedule=[SCHEDULES.index(x.pp_schedule) for x in layouts],
             vpp=[x.vpp for x in layouts],
             replicate=[x.dp_replicate if x.zero_stage else 1 for x in layouts],
-            backend=[BACKENDS.index(backend_for_stage(x.zero_stage, backend)) for x in layouts])
+            backend=[BACKENDS.index(backend_for(backend, x.zero_stage)) for x in layouts])
 
     def take(self, index) -> "LayoutArrays":
         return LayoutArrays(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -82,3 +73,12 @@ class LayoutArrays:
 
     def backend_name(self, i: int) -> str:
         return BACKENDS[int(self.backend[i])]
+
+    def trainer_refusals(self, tie_embeddings: bool) -> np.ndarray:
+        """Per candidate, why this project's trainer would not run it ('' where it would): the rule
+        of `parallel.layout.trainer_refusals`, asked once per distinct (backend, tp, pp) it reads."""
+        keys = np.stack([self.backend, self.tp, self.pp], axis=1).reshape(-1, 3)
+        distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+        answers = np.array(["; ".join(trainer_refusals(BACKENDS[int(b)], int(tp), int(pp), tie_embeddings))
+                            for b, tp, pp in distinct], dtype=object)
+        return answers[inverse.reshape(-1)]

@@ -15,6 +15,7 @@ from planner.layout.search import SPEED_TOLERANCE, PlanResult, describe
 GIB = 2**30
 ACCOUNTING_NOTE = {"deepspeed": " (model states: DeepSpeed accounting)",
                    "megatron": " (activations: Korthikanti et al. 2022's formulas)"}
+SCHEDULE_NAMES = {"gpipe": "gpipe", "1f1b": "1f1b", "interleaved": "intlv", "zero_bubble": "zb"}
 DISAGREE_RATIO = 1.25   # the two memory models "disagree" beyond this ratio, or on feasibility
 STORAGE = {
     "ddp": "fp32 weights, gradients and moments, plus 16-bit weight copies under autocast",
@@ -35,7 +36,7 @@ def layout_record(result: PlanResult, i: int) -> dict:
         "dp": layout.dp, "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
         "micro_batch": layout.micro_batch, "recompute": layout.recompute,
         "sequence_parallel": layout.sequence_parallel, "schedule": layout.pp_schedule,
-        "vpp": layout.vpp, "backend": x.backend_name(i),
+        "vpp": layout.vpp, "backend": x.backend_name(i), "runnable": bool(result.runnable[i]),
         "memory_gib": {"rule24": float(m["rule24"][i]) / GIB, "detailed": float(m["detailed"][i]) / GIB,
                        "breakdown": {p: float(m["breakdown"][p][i]) / GIB for p in PARTS},
                        "rule24_breakdown": {p: float(v[i]) / GIB for p, v in m["rule24_breakdown"].items()},
@@ -130,16 +131,19 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
     for rank, i in enumerate(result.ranked[:top], 1):
         i = int(i)
         layout = x.layout(i)
-        sched = "-" if layout.pp == 1 else {"interleaved": "intlv", "1f1b": "1f1b", "gpipe": "gpipe"}[
-            layout.pp_schedule] + (f"×{layout.vpp}" if layout.vpp > 1 else "")
+        sched = "-" if layout.pp == 1 else SCHEDULE_NAMES[layout.pp_schedule] + (
+            f"×{layout.vpp}" if layout.vpp > 1 else "")
         table.add_row(
             str(rank), str(layout.dp), str(layout.tp), str(layout.pp), str(layout.zero_stage),
-            x.backend_name(i), str(layout.micro_batch), layout.recompute,
+            x.backend_name(i) + ("" if result.runnable[i] else "*"), str(layout.micro_batch), layout.recompute,
             "yes" if layout.sequence_parallel else "-", sched, gib(m["rule24"][i]), gib(m["detailed"][i]),
             ("✓" if m["fits_rule24"][i] else "✗") + "/" + ("✓" if m["fits_detailed"][i] else "✗"),
             f"{c['step_time_s'][i]:.2f}", f"{c['tokens_per_s'][i]:,.0f}", f"{100 * c['mfu'][i]:.1f}%",
             f"{100 * c['bubble_fraction'][i]:.0f}%", f"{100 * c['comm_fraction'][i]:.0f}%")
     console.print(table)
+    refused = sorted({result.refused[int(i)] for i in result.ranked[:top]} - {""})
+    if refused:
+        console.print("* ranked, but this project's trainer does not run it: " + "; ".join(refused))
 
     parts_table = Table(title="Memory per GPU of the best layouts (detailed, GiB, peak stage)")
     for name in ("#", *PARTS, "total", "peak stage"):

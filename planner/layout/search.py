@@ -4,7 +4,9 @@ predicted throughput.
 
 Structural constraints prune before evaluation: TP stays within a node and divides the (KV) heads,
 PP divides the layers, the data-parallel size divides the global batch and the micro-batch divides
-each rank's share of it.
+each rank's share of it. The layout rules the trainer applies too (which backend runs which stage,
+micro-batches per pipeline schedule) are asked of `parallel/layout.py`: what they refuse is pruned, and
+what only this project's trainer does not run yet is kept, ranked, and marked (`PlanResult.refused`).
 """
 from __future__ import annotations
 
@@ -14,17 +16,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parallel.layout import Layout
+from parallel.layout import BACKEND_STAGES, MICRO_BATCH_RULE, Layout, backend_for, micro_batch_problem
 from planner.layout.cost import evaluate_cost
 from planner.errors import UserError
-from planner.layout.candidates import BACKENDS, RECOMPUTE, SCHEDULES, LayoutArrays, backend_for_stage
+from planner.layout.candidates import BACKENDS, RECOMPUTE, SCHEDULES, LayoutArrays
 from planner.layout.memory import evaluate_memory
 from planner.layout.inputs import PlanInputs
 
 MAX_MICRO_BATCH = 64
 SPEED_TOLERANCE = 0.01   # predicted speeds this close rank by memory instead
 VPP_CHOICES = (2, 4)
-STAGES_FOR_BACKEND = {"auto": (0, 1, 2, 3), "ddp": (0,), "fsdp": (2, 3), "deepspeed": (0, 1, 2, 3)}
 
 
 @dataclass
@@ -38,6 +39,15 @@ class PlanResult:
     ranked: np.ndarray                       # indices of fitting candidates, best first
     rejected: Counter = field(default_factory=Counter)   # structural reason -> count
     n_candidates: int = 0
+    refused: np.ndarray = field(init=False)   # per candidate: why this project's trainer would not run it
+
+    def __post_init__(self) -> None:
+        self.refused = self.layouts.trainer_refusals(self.inputs.spec.tie_embeddings)
+
+    @property
+    def runnable(self) -> np.ndarray:
+        """Which candidates this project's trainer runs as planned."""
+        return self.refused == ""
 
     @property
     def oom(self) -> np.ndarray:
@@ -60,14 +70,15 @@ def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
     spec, n = inputs.spec, inputs.n_gpus
     rejected: Counter = Counter()
     recomputes = [0, 2] + ([1] if inputs.attention == "math" else [])
-    stages = STAGES_FOR_BACKEND[inputs.backend]
+    stages = BACKEND_STAGES[inputs.backend]
     rows = []
     for tp in divisors(n):
         if tp > inputs.gpus_per_node:
             rejected[f"tp > {inputs.gpus_per_node} GPUs per node (TP stays within a node)"] += 1
             continue
-        if spec.n_heads % tp or spec.kv_heads % tp:
-            rejected[f"tp does not divide the {spec.n_heads} heads / {spec.kv_heads} KV heads"] += 1
+        if spec.n_heads % tp or spec.kv_heads % tp or spec.ffn % tp:
+            rejected[f"tp does not divide the {spec.n_heads} heads / {spec.kv_heads} KV heads / "
+                     f"FFN width {spec.ffn}"] += 1
             continue
         for pp in divisors(n // tp):
             if spec.n_layers % pp:
@@ -85,13 +96,10 @@ def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
             for mb in _micro_batches(local):
                 n_micro = local // mb
                 for (schedule, vpp), zero, recompute, sp in itertools.product(schedules, zeros, recomputes, sps):
-                    if schedule == 2 and n_micro % pp:
-                        rejected["interleaved schedule needs micro-batches a multiple of pp"] += 1
+                    if micro_batch_problem(pp, SCHEDULES[schedule], n_micro):
+                        rejected[MICRO_BATCH_RULE] += 1
                         continue
-                    if pp > 1 and n_micro < pp:   # torch's pipeline schedules need one per stage at least
-                        rejected["pipeline needs at least pp micro-batches"] += 1
-                        continue
-                    backend = BACKENDS.index(backend_for_stage(zero, inputs.backend))
+                    backend = BACKENDS.index(backend_for(inputs.backend, zero))
                     rows.append((dp, tp, pp, zero, mb, recompute, sp, schedule, vpp, backend))
     if not rows:
         return LayoutArrays.from_columns(**{k: [] for k in (
@@ -204,26 +212,23 @@ def parse_layout(text: str, n_gpus: int | None = None) -> Layout:
 
 
 def evaluate_layout(inputs: PlanInputs, layout: Layout) -> PlanResult:
-    """Memory and cost of one given layout; UserError naming what does not divide."""
-    spec = inputs.spec
-    problems = layout.problems(inputs.n_gpus, spec.n_heads, spec.kv_heads, spec.n_layers)
-    if layout.tp > inputs.gpus_per_node:
-        problems.append(f"tp={layout.tp} spans more than one node of {inputs.gpus_per_node} GPUs")
-    per_step = layout.dp * layout.micro_batch
-    if inputs.global_batch % per_step:
-        problems.append(f"global batch {inputs.global_batch} is not a multiple of dp {layout.dp} × "
-                        f"mb {layout.micro_batch}")
-    elif layout.pp_schedule == "interleaved" and layout.pp > 1 and (
-            inputs.global_batch // per_step) % layout.pp:
-        problems.append(f"the interleaved schedule needs the {inputs.global_batch // per_step} "
-                        f"micro-batches per step to be a multiple of pp {layout.pp}")
-    backend = backend_for_stage(layout.zero_stage, inputs.backend)
-    if layout.zero_stage not in STAGES_FOR_BACKEND[backend]:
-        problems.append(f"backend {backend} does not run zero={layout.zero_stage} (it runs "
-                        f"{', '.join(map(str, STAGES_FOR_BACKEND[backend]))})")
+    """Memory and cost of one given layout (marked where this project's trainer would not run it);
+    UserError naming every reason it cannot run at all."""
+    problems = layout_problems(inputs, layout)
     if problems:
         raise UserError("layout " + describe(layout) + " cannot run: " + "; ".join(problems))
     layouts = LayoutArrays.from_layouts([layout], inputs.backend)
     memory = evaluate_memory(inputs, layouts)
     cost = evaluate_cost(inputs, layouts)
     return PlanResult(inputs, layouts, memory, cost, np.array([0]), Counter(), 1)
+
+
+def layout_problems(inputs: PlanInputs, layout: Layout) -> list[str]:
+    """Every reason `layout` cannot run for these inputs: the layout rules the trainer applies, and
+    TP within a node."""
+    spec = inputs.spec
+    problems = layout.problems(inputs.n_gpus, spec.n_heads, spec.kv_heads, spec.n_layers, spec.ffn,
+                               backend=inputs.backend, global_batch=inputs.global_batch)
+    if layout.tp > inputs.gpus_per_node:
+        problems.append(f"tp={layout.tp} spans more than one node of {inputs.gpus_per_node} GPUs")
+    return problems
