@@ -1,8 +1,8 @@
 """Training throughput of our trainer beside an independent minimal GPT loop, in one process.
 
 Ours is what `launch/train.py` runs on one process: the model from `trainer.model`, prepared by
-`parallel.parallelize` for the config's layout (DDP over a world of one), `trainer.engine` with the
-fused AdamW, and `trainer.step.train_step` with the spike guard, z-loss and clipping, the learning
+`parallel.parallelize` for the config's layout (DDP over a world of one), `trainer.engines` with the
+fused AdamW, and the engine's `train_step` with the spike guard, z-loss and clipping, the learning
 rate set every step as the loop does. The reference is `bench/minimal_gpt.py`: the same shapes
 (parameter count checked equal), written without any of our code, plain AdamW, float32.
 
@@ -43,7 +43,8 @@ from trainer.guards import SpikeGuard  # noqa: E402
 from trainer.optim import lr_at  # noqa: E402
 from trainer.run_layout import resolve_layout  # noqa: E402
 from trainer.runtime import pick_device  # noqa: E402
-from trainer.step import train_step  # noqa: E402
+from trainer.callbacks.guard import global_mean  # noqa: E402
+from trainer.engines import StepRequest  # noqa: E402
 
 
 def main() -> int:
@@ -140,9 +141,9 @@ def compare(cfg: Config, args: argparse.Namespace, device: torch.device) -> int:
 
     def ours_step(step: int) -> torch.Tensor:
         engine.set_lr(lr_at(step, total_steps, cfg.optim))
-        loss, _, _ = train_step(engine, batches[step], n_micro, cfg.optim.grad_clip, device,
-                                z_loss=cfg.guards.z_loss, guard=guard)
-        return loss
+        request = StepRequest(grad_clip=cfg.optim.grad_clip, z_loss=cfg.guards.z_loss,
+                              decide=lambda loss, norm: guard.check(global_mean(loss), norm))
+        return engine.train_step(batches[step], request).loss
 
     def reference_step_at(step: int) -> torch.Tensor:
         for group in optimizer.param_groups:

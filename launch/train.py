@@ -68,7 +68,8 @@ def run(args: argparse.Namespace, environ) -> int:
     import torch.distributed as dist
 
     from trainer.data import TokenData
-    from trainer.loop import PREEMPTED, StopSignal, train
+    from trainer.callbacks.preemption import PREEMPTED, StopSignal
+    from trainer.loop import train
     from trainer.runtime import Runtime, pick_device
 
     TokenData.open(cfg.data.dir).check_fits(cfg.model.vocab_size, cfg.model.seq_len)
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace, environ) -> int:
               flush=True)
     plan = planned(cfg, world_size, device, args.gpus_per_node) if runtime.is_main else None
     try:
-        result = train(cfg, runtime, signals, plan)
+        result = train(cfg, runtime, layout, backend, signals, plan)
     finally:
         dist.destroy_process_group()
     if result.preempted:

@@ -55,6 +55,31 @@ def spike(tmp_path, data):
     assert [e["step"] for e in events(tmp_path / "runs" / "spike", "skipped_update")] == [6]
 
 
+def level_shift(tmp_path, data):
+    """Every gradient ×2 from step 8 on, for good (the norm doubles and stays there, as when a loss
+    leaves a plateau): the guard skips the first guards.level_shift_steps - 1 = 2 steps of the rise,
+    takes the third as the new level, and trains through to the end with no skip after step 9. The
+    same run without the rule (level_shift_steps=0) skips every step from 8 until it gives up."""
+    args = [*common(tmp_path, data, 16), "guards.spike_min_norm_jump=0.5", "faults.grad_scale_from=8"]
+    run_train([*args[:-1], "train.name=reference"])
+    run_train([*args, "train.name=shift"])
+    runs = tmp_path / "runs"
+    assert events(runs / "reference", "skipped_update") == []
+    assert [e["step"] for e in events(runs / "shift", "skipped_update")] == [8, 9]
+    norms = {step: record["grad_norm"] for step, record in records(runs / "shift").items()}
+    reference = {step: record["grad_norm"] for step, record in records(runs / "reference").items()}
+    assert sorted(norms) == list(range(1, 17)) and norms[10] > 1.5 * reference[10]   # the new level held
+    stuck = run_train([*args, "train.name=no_rule", "guards.level_shift_steps=0"], check=False)
+    assert stuck.returncode == 2 and "training diverged" in stuck.stderr
+    assert [e["step"] for e in events(runs / "no_rule", "skipped_update")] == [8, 9, 10, 11]
+
+
+def records(run_dir: Path) -> dict[int, dict]:
+    """The metrics line of each step (the last one written for it)."""
+    lines = (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    return {r["step"]: r for r in lines if "grad_norm" in r}
+
+
 def spike_after_resume(tmp_path, data):
     """Saved at step 4, resumed: the guard's window is the saved one, so the spike at step 6 (two
     steps after the resume, before a fresh window would have 3 entries) is still caught."""
@@ -96,6 +121,28 @@ def sigkill(tmp_path, data):
     assert sorted(killed) == list(range(1, 11))
     assert_same(killed, straight, range(5, 11))
 
+
+def sigkill_during_async_save(tmp_path, data):
+    """Rank 1 killed by SIGKILL while the checkpoint of step 8 is written in the background (staged,
+    its files written, no manifest yet) under `torchrun --max-restarts=1`: step_8 never completes, so
+    the job restarts from step_4 (the .partial left behind is ignored, nothing damaged is loaded), and
+    its losses from step 5 on equal an uninterrupted run's."""
+    args = [*common(tmp_path, data, 10), "checkpoint.every=4", "checkpoint.async_save=true"]
+    run_train([*args, "train.name=straight"], nproc=2)
+    result = run_train([*args, "train.name=killed", "faults.kill_in_save_step=8", "faults.rank=1"], nproc=2,
+                       torchrun=("--max-restarts=1",))
+    run_dir = tmp_path / "runs" / "killed"
+    # The first launch starts afresh: a line saying it resumed is the second launch's, and there is one.
+    resumed = [line.split("resuming from ", 1)[1].split(":", 1)[0] for line in result.stdout.splitlines()
+               if "resuming from " in line]
+    assert resumed == [str(run_dir / "checkpoints" / "step_4")], result.stdout[-3000:]
+    assert "damaged" not in result.stdout + result.stderr
+    straight, killed = step_losses(tmp_path / "runs" / "straight"), step_losses(run_dir)
+    assert sorted(killed) == list(range(1, 11))
+    assert_same(killed, straight, range(5, 11))
+    checkpoints = run_dir / "checkpoints"   # the second launch saved step 8 afresh; no leftovers
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_10", "step_8"]
+    assert all((checkpoints / name / "manifest.json").is_file() for name in ("step_8", "step_10"))
 
 def sigterm(tmp_path, data):
     """SIGTERM after step 5: the step finishes, a checkpoint is saved, the process exits 75
@@ -157,8 +204,9 @@ def bad_batch(tmp_path, data):
     assert last["bad_windows"] == len(windows)
 
 
-FAULTS = {f.__name__: f for f in (nan_grad, spike, spike_after_resume, rollback, sigkill, sigterm,
-                                  truncated_checkpoint, corrupt_checkpoint, bad_batch)}
+FAULTS = {f.__name__: f for f in (nan_grad, spike, level_shift, spike_after_resume, rollback, sigkill,
+                                  sigkill_during_async_save, sigterm, truncated_checkpoint, corrupt_checkpoint,
+                                  bad_batch)}
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

@@ -7,8 +7,8 @@ from trainer.metrics import peak_flops_per_device
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
 from trainer.precision import Precision
-from trainer.engine import TorchEngine
-from trainer.step import train_step
+from trainer.engines.torch_engine import TorchEngine
+from trainer.engines import StepRequest
 
 pytestmark = pytest.mark.gpu
 
@@ -21,7 +21,7 @@ def test_bf16_steps_on_cuda_learn_and_keep_fp32_master_weights():
     optimizer = build_optimizer(model, OptimConfig(lr=3e-3))
     precision = Precision(PrecisionConfig(dtype="bf16"), "cuda")
     window = torch.randint(0, 256, (8, 65), device=device)
-    losses = [train_step(TorchEngine(model, optimizer, precision), [(window[:, :-1], window[:, 1:])], 1, 1.0, device)[0].item()
+    losses = [TorchEngine(model, optimizer, precision).train_step([(window[:, :-1], window[:, 1:])], StepRequest(grad_clip=1.0)).loss.item()
               for _ in range(20)]
     assert losses[-1] < 0.7 * losses[0]
     assert all(p.dtype == torch.float32 for p in model.parameters())

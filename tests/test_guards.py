@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from trainer.config import GuardConfig, ModelConfig
 from trainer.data import BatchFilter
-from trainer.guards import PoisonGradient, SpikeGuard
+from trainer.faults import PoisonGradient
+from trainer.guards import SpikeGuard
 from trainer.manifest import describe_files, manifest_problem, write_manifest
 from trainer.model import Transformer
 

@@ -1,7 +1,8 @@
 """The house's import direction, read from the AST of every module (nothing is imported to check):
 launch -> trainer -> parallel; planner is pure numpy/scipy and imports nothing of trainer, launch or
 parallel but the plain `parallel.layout` dataclass; planner.scaling and planner.layout do not import
-each other; trainer/ never reads os.environ or sys.argv (launch/ hands it everything)."""
+each other; trainer/ never reads os.environ or sys.argv (launch/ hands it everything); fault injection
+(trainer.faults) is imported only by its callback (and tests, which are not checked here)."""
 from __future__ import annotations
 
 import ast
@@ -21,6 +22,8 @@ FORBIDDEN = {
 }
 ALLOWED = {"planner": ("parallel.layout",)}   # exceptions to the prefix's rules
 NO_ENVIRONMENT = ("trainer", "parallel", "planner")
+# modules that only these may import: drills stay out of the loop, the step and the engines
+ONLY_IMPORTED_BY = {"trainer.faults": ("trainer.callbacks.fault_injection",)}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -61,6 +64,12 @@ def environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
+def from_imported(tree: ast.AST) -> list[tuple[int, str]]:
+    """`from a import b` as a.b, for the names that may be modules (absolute imports)."""
+    return [(node.lineno, f"{node.module}.{alias.name}") for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level for alias in node.names]
+
+
 def violations(root: Path) -> list[str]:
     """Every forbidden import under `root`'s packages, as 'path:line: module imports name'."""
     problems = []
@@ -77,6 +86,11 @@ def violations(root: Path) -> list[str]:
                 for prefix, bad in rules:
                     if _matches(name, bad):
                         problems.append(f"{where}:{line}: {module} imports {name} ({prefix} must not import {bad})")
+            for line, name in imported_names(tree, module, path.name == "__init__.py") + from_imported(tree):
+                for guarded, importers in ONLY_IMPORTED_BY.items():
+                    if _matches(name, guarded) and module != guarded and module not in importers:
+                        problems.append(f"{where}:{line}: {module} imports {guarded} (only "
+                                        f"{', '.join(importers)} may)")
             if any(_matches(module, p) for p in NO_ENVIRONMENT):
                 problems += [f"{where}:{line}: {module} reads {what} (only launch/ may)"
                              for line, what in environment_reads(tree)]
@@ -101,6 +115,8 @@ def test_a_forbidden_import_is_caught(tmp_path):
         "trainer/__init__.py": "",
         "trainer/calls_cli.py": "import launch.cli\n",
         "trainer/reads_env.py": "import os\nrank = os.environ['RANK']\n",
+        "trainer/faults.py": "",
+        "trainer/drills_in_the_loop.py": "from trainer import faults\n",
         "launch/__init__.py": "import trainer, parallel, planner\nimport os\nos.environ.get('RANK')\n",
     }
     for name, text in bad.items():
@@ -112,7 +128,8 @@ def test_a_forbidden_import_is_caught(tmp_path):
                 "planner/layout/__init__.py:1: planner.layout imports planner.scaling ",
                 "parallel/reaches_up.py:1: parallel.reaches_up imports trainer.config",
                 "trainer/calls_cli.py:1: trainer.calls_cli imports launch.cli",
-                "trainer/reads_env.py:2: trainer.reads_env reads os.environ"]
+                "trainer/reads_env.py:2: trainer.reads_env reads os.environ",
+                "trainer/drills_in_the_loop.py:1: trainer.drills_in_the_loop imports trainer.faults"]
     for line in expected:
         assert any(problem.startswith(line) for problem in found), (line, found)
     assert len(found) == len(expected), found

@@ -16,7 +16,7 @@ from planner.model_spec import count_params
 from tests.helpers import write_tiny_corpus
 from trainer.config import ModelConfig, OptimConfig
 from trainer.data import TokenData
-from trainer.engine import TorchEngine
+from trainer.engines.torch_engine import TorchEngine
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
 

@@ -6,10 +6,16 @@ from trainer.config import ModelConfig, PrecisionConfig, OptimConfig
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
 from trainer.precision import Precision
-from trainer.engine import TorchEngine
-from trainer.step import train_step
+from trainer.engines.torch_engine import TorchEngine
+from trainer.engines import StepRequest
 
 CPU = torch.device("cpu")
+
+
+def train_step(engine, micro_batches, grad_clip):
+    """One optimizer step: (mean loss, grad norm, skipped)."""
+    result = engine.train_step(micro_batches, StepRequest(grad_clip=grad_clip))
+    return result.loss, result.grad_norm, result.skipped
 
 
 def tiny_model():
@@ -30,7 +36,7 @@ def test_accumulation_equals_one_big_batch():
         model = tiny_model()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # Adam would amplify ~0 gradients
         micro = list(zip(x.chunk(n_micro), y.chunk(n_micro)))
-        loss, norm, _ = train_step(TorchEngine(model, optimizer, Precision(PrecisionConfig(), "cpu")), micro, n_micro, 1.0, CPU)
+        loss, norm, _ = train_step(TorchEngine(model, optimizer, Precision(PrecisionConfig(), "cpu")), micro, 1.0)
         results.append((loss, norm, [p.detach().clone() for p in model.parameters()]))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
@@ -43,7 +49,7 @@ def test_loss_falls_on_a_repeated_batch():
     optimizer = build_optimizer(model, OptimConfig(lr=3e-3))
     precision = Precision(PrecisionConfig(), "cpu")
     x, y = batch(4)
-    losses = [train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1, 1.0, CPU)[0].item() for _ in range(30)]
+    losses = [train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1.0)[0].item() for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -52,7 +58,7 @@ def test_gradient_clipping_bounds_the_update():
     before = copy.deepcopy(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     x, y = batch(4)
-    _, norm, _ = train_step(TorchEngine(model, optimizer, Precision(PrecisionConfig(), "cpu")), [(x, y)], 1, 0.01, CPU)
+    _, norm, _ = train_step(TorchEngine(model, optimizer, Precision(PrecisionConfig(), "cpu")), [(x, y)], 0.01)
     moved = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(model.parameters(), before.parameters())))
     assert norm.item() > 0.01 and moved.item() <= 0.01 * 1.0001
 
@@ -64,7 +70,7 @@ def test_bf16_and_fp16_steps_stay_finite_and_keep_fp32_params():
         precision = Precision(PrecisionConfig(dtype=dtype), "cpu")
         x, y = batch(4)
         for _ in range(3):
-            loss, norm, _ = train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1, 1.0, CPU)
+            loss, norm, _ = train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1.0)
         assert torch.isfinite(loss) and all(p.dtype == torch.float32 for p in model.parameters())
         assert (precision.scaler is not None) == (dtype == "fp16")
 
@@ -75,7 +81,7 @@ def test_fp16_overflow_skips_the_step_and_lowers_the_scale():
     precision = Precision(PrecisionConfig(dtype="fp16", initial_loss_scale=2.0**60), "cpu")
     before = [p.detach().clone() for p in model.parameters()]
     x, y = batch(4)
-    train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1, 1.0, CPU)
+    train_step(TorchEngine(model, optimizer, precision), [(x, y)], 1.0)
     assert precision.scaler.get_scale() < 2.0**60
     for a, b in zip(model.parameters(), before):
         torch.testing.assert_close(a.detach(), b)

@@ -43,8 +43,8 @@ class Checkpointer:
     def __init__(self, root: Path, rank: int, keep: int, async_save: bool):
         self.root, self.rank, self.keep, self.async_save = root, rank, keep, async_save
         self.group = dist.new_group(backend="gloo")
-        # Called on every rank with the step, in the background, after the files and before the
-        # manifest: a fault drill sets it to kill a rank while a save is in flight.
+        # Called on every rank with the step, in the background, once DCP's files are written and
+        # before the rank reports them for the manifest: a fault drill sets it to kill a rank there.
         self.before_commit: Optional[Callable[[int], None]] = None
         self._stager: Optional[DefaultStager] = None
         self._writer: Optional[ThreadPoolExecutor] = None

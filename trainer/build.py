@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -12,24 +12,29 @@ import torch.distributed as dist
 from parallel.layout import Layout
 from parallel.mesh import build_mesh, data_parallel_rank
 from parallel.parallelize import Parallelized, parallelize
-from parallel.pipeline import build_schedule
+from parallel.zero import deepspeed_config
 from planner.errors import UserError
 from planner.layout.model_states import DEEPSPEED_BUCKET_ELEMENTS
 from trainer.checkpoint import checkpoint_steps, load_checkpoint, resolve_resume
 from trainer.config import Config
 from trainer.data import BatchFilter, TokenData, WindowSampler, eval_windows
-from trainer.engine import Engine, PipelineEngine, TorchEngine
-from trainer.guards import SpikeGuard
-from trainer.noise_scale import GradientNoiseScale
+from trainer.engines import Engine
+from trainer.engines.pipeline_engine import PipelineEngine
+from trainer.engines.torch_engine import TorchEngine
+from trainer.metrics import MetricsWriter
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
 from trainer.precision import DTYPES, Precision
-from trainer.run_layout import resolve_layout
 from trainer.runtime import Runtime
+
+if TYPE_CHECKING:
+    from trainer.callbacks import Callbacks
 
 
 @dataclass
 class Run:
+    """One run's state, shared by the loop and its callbacks."""
+
     cfg: Config
     runtime: Runtime
     run_dir: Path
@@ -37,18 +42,21 @@ class Run:
     layout: Layout
     backend: str                 # ddp, fsdp or deepspeed
     n_micro: int                 # micro-steps per optimizer step on each rank
-    engine: Engine               # the parallelized model with its optimizer: forward, backward, step, state
+    engine: Engine               # the parallelized model with its optimizer: train_step, score, state
     precision: Precision
     sampler: WindowSampler
     val_BT: torch.Tensor
-    guard: SpikeGuard
+    metrics: MetricsWriter       # metrics.jsonl and TensorBoard (writes on rank 0 only)
     control_group: dist.ProcessGroup   # gloo: flags the loop agrees on without touching the GPU
     dp_rank: int = 0             # which slice of each batch this rank's model replica reads
-    noise: Optional[GradientNoiseScale] = None   # the gradient noise scale, where the step can measure it
     step: int = 0
+    stop_at: int = 0             # the last step of this invocation
     lr_scale: float = 1.0        # lowered by each rollback when guards.rollback_lr_factor < 1
     rollbacks: int = 0
+    val_loss: Optional[float] = None
+    preempted: bool = False
     resumed_from: Optional[Path] = None
+    callbacks: Optional["Callbacks"] = None
 
     @property
     def checkpoint_root(self) -> Path:
@@ -57,16 +65,20 @@ class Run:
     def train_state(self) -> dict:
         """Everything besides model and optimizer that an exact resume needs."""
         return {"step": self.step, "sampler": self.sampler.state_dict(), "scaler": self.precision.state_dict(),
-                "guard": self.guard.state_dict(), "lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
+                "callbacks": self.callbacks.state_dict()}
 
-    def restore(self, saved: dict, data_position: bool = True) -> None:
-        """Take a checkpoint's train state; `data_position=False` keeps reading where we are (rollback)."""
-        self.step, self.lr_scale = int(saved["step"]), float(saved["lr_scale"])
-        if data_position:
-            self.sampler.load_state_dict(saved["sampler"])
-            self.rollbacks = int(saved["rollbacks"])
+    def restore(self, saved: dict) -> None:
+        """Take a checkpoint's train state (what `train_state` returned, loaded)."""
+        self.step = int(saved["step"])
+        self.sampler.load_state_dict(saved["sampler"])
         self.precision.load_state_dict(saved["scaler"])
-        self.guard.load_state_dict(saved["guard"])
+        self.callbacks.load_state_dict(saved["callbacks"])
+
+    def say(self, message: str) -> str:
+        """A line on the main rank's terminal; returns it (for the metrics line that records it)."""
+        if self.runtime.is_main:
+            print(f"[scaleplan] {message}", flush=True)
+        return message
 
     @property
     def model(self) -> Transformer:
@@ -79,8 +91,11 @@ def run_directory(cfg: Config) -> Path:
     return Path(cfg.train.runs_dir) / cfg.train.name
 
 
-def build_run(cfg: Config, runtime: Runtime) -> Run:
-    """Collective on all ranks. Raises UserError for a run directory or data that cannot be used."""
+def build_run(cfg: Config, runtime: Runtime, layout: Layout, backend: str,
+              callbacks: Callable[[Run], "Callbacks"]) -> Run:
+    """Collective on all ranks: the run for `layout` (resolved once, by launch/), its callbacks, and
+    its state restored from the latest good checkpoint. UserError for a run directory or data that
+    cannot be used."""
     device, run_dir = runtime.device, run_directory(cfg)
     resume_from = resolve_resume(cfg.checkpoint.resume, run_dir / "checkpoints", cfg.checkpoint.verify)
     if cfg.checkpoint.resume == "none" and checkpoint_steps(run_dir / "checkpoints"):
@@ -88,10 +103,11 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
                         f"or pick another train.name")
     data = TokenData.open(cfg.data.dir)
     data.check_fits(cfg.model.vocab_size, cfg.model.seq_len)
-    layout, backend = resolve_layout(cfg, runtime.world_size)
     n_micro = cfg.grad_accum_steps(layout.dp)
     mesh = build_mesh(layout, device)
     dp_rank = data_parallel_rank(mesh, layout)
+    if runtime.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
     engine, precision = build_model_and_engine(cfg, layout, backend, n_micro, mesh, device)
     run = Run(cfg=cfg, runtime=runtime, run_dir=run_dir, data=data, layout=layout, backend=backend,
@@ -100,8 +116,9 @@ def build_run(cfg: Config, runtime: Runtime) -> Run:
                                     cfg.train.seed, batch_filter(cfg)),
               val_BT=eval_windows(data.val, cfg.model.seq_len,
                                   cfg.train.eval_batches * cfg.parallel.micro_batch, cfg.train.seed),
-              guard=SpikeGuard(cfg.guards, device), control_group=dist.new_group(backend="gloo"), dp_rank=dp_rank,
-              noise=noise_scale(cfg, engine, n_micro, device))
+              metrics=MetricsWriter(run_dir, runtime.is_main, cfg.log.tensorboard),
+              control_group=dist.new_group(backend="gloo"), dp_rank=dp_rank)
+    run.callbacks = callbacks(run)
     if resume_from is not None:
         run.restore(load_checkpoint(resume_from, engine, run.train_state(), runtime.rank, model_yaml(cfg)))
         run.resumed_from = resume_from
@@ -124,15 +141,6 @@ def build_model_and_engine(cfg: Config, layout: Layout, backend: str, n_micro: i
     return build_engine(cfg, backend, layout, parallel, precision, n_micro, device, mesh), precision
 
 
-def noise_scale(cfg: Config, engine: Engine, n_micro: int, device: torch.device) -> Optional[GradientNoiseScale]:
-    """A gradient-noise-scale meter when the step offers two batch sizes of local gradients: one
-    micro-batch on one rank, and the whole step. Its average is not checkpointed (a diagnostic that
-    warms up again after a resume)."""
-    if not cfg.log.noise_scale or n_micro < 2 or not getattr(engine, "local_gradients", False):
-        return None
-    return GradientNoiseScale(cfg.parallel.micro_batch * cfg.model.seq_len, cfg.tokens_per_step, device)
-
-
 def batch_filter(cfg: Config) -> Optional[BatchFilter]:
     guards = cfg.guards
     if guards.bad_batch_period == 0:
@@ -149,23 +157,18 @@ def model_yaml(cfg: Config) -> str:
 
 def build_engine(cfg: Config, backend: str, layout: Layout, parallel: Parallelized, precision: Precision,
                  n_micro: int, device: torch.device, mesh) -> Engine:
-    """The optimizer and the object that owns backward and step for this backend."""
-    micro_batch = cfg.parallel.micro_batch
-    if backend != "deepspeed":
-        optimizer = build_optimizer(parallel.module, cfg.optim)
-        tensor_parallel = layout.tp > 1
-        if layout.pp > 1:
-            engine = PipelineEngine(parallel, optimizer, precision, micro_batch, n_micro, None, tensor_parallel)
-            engine.schedule = build_schedule(parallel.stages, mesh["pp"].get_local_rank(), layout.pp, layout.vpp,
-                                             mesh["pp"], device, layout.pp_schedule, n_micro, engine.loss_fn)
-            return engine
-        # ZeRO-3 keeps gradients sharded: reduce-scatter after every micro-batch.
-        return TorchEngine(parallel, optimizer, precision, micro_batch,
-                           reduce_every_micro_batch=layout.zero_stage >= 3, tensor_parallel=tensor_parallel)
-    from parallel.zero import DeepSpeedEngine, deepspeed_config
+    """The optimizer and the engine that owns micro-batching, backward and step for this backend."""
+    if backend == "deepspeed":
+        from trainer.engines.deepspeed_engine import DeepSpeedEngine
 
-    model = parallel.module.to(device)
-    config = deepspeed_config(layout.zero_stage, micro_batch, n_micro, layout.dp, cfg.optim.grad_clip,
-                              cfg.precision.dtype, cfg.precision.initial_loss_scale, cfg.parallel.cpu_offload,
-                              int(DEEPSPEED_BUCKET_ELEMENTS), cfg.parallel.deepspeed)
-    return DeepSpeedEngine(model, build_optimizer(model, cfg.optim), config)
+        model = parallel.module.to(device)
+        config = deepspeed_config(layout.zero_stage, layout.micro_batch, n_micro, layout.dp, cfg.optim.grad_clip,
+                                  cfg.precision.dtype, cfg.precision.initial_loss_scale, cfg.parallel.cpu_offload,
+                                  int(DEEPSPEED_BUCKET_ELEMENTS), cfg.parallel.deepspeed)
+        return DeepSpeedEngine(model, build_optimizer(model, cfg.optim), config)
+    optimizer = build_optimizer(parallel.module, cfg.optim)
+    if layout.pp > 1:
+        return PipelineEngine(parallel, optimizer, precision, layout, n_micro, mesh, device)
+    # ZeRO-3 keeps gradients sharded: reduce-scatter after every micro-batch.
+    return TorchEngine(parallel, optimizer, precision, layout.micro_batch,
+                       reduce_every_micro_batch=layout.zero_stage >= 3, tensor_parallel=layout.tp > 1)

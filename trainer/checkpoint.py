@@ -109,16 +109,16 @@ def write_checkpoint(root: Path, step: int, state: dict, rng: dict, config_yaml:
                      before_commit: Optional[Callable[[int], None]] = None) -> Path:
     """The whole of a save, collective over `group` (None: the default group): DCP's files and this
     rank's RNG state into step_<step>.partial/, each rank's files checksummed in parallel, the manifest
-    written last and fsynced, the rename, the pruning. `before_commit(step)` runs on every rank between
-    the files and the manifest (fault drills). A failure on any rank is raised on every rank, so that
+    written last and fsynced, the rename, the pruning. `before_commit(step)` runs on every rank once
+    DCP's files are written, before the rank reports its files for the manifest (fault drills). A failure on any rank is raised on every rank, so that
     none is left waiting in a collective the others will never reach."""
     final, partial = root / f"step_{step}", root / f"step_{step}.partial"
     everywhere(lambda: _prepare(partial, config_yaml) if rank == 0 else None, group, f"preparing {partial}")
     # DCP's file writer fsyncs what it writes, and raises any rank's failure on every rank.
     dcp.save(state, checkpoint_id=partial, process_group=group)
-    described = everywhere(lambda: _write_rng_and_describe(partial, rank, rng), group, f"writing {partial}")
-    if before_commit is not None:
+    if before_commit is not None:   # before this rank reports its files: without them there is no manifest
         before_commit(step)
+    described = everywhere(lambda: _write_rng_and_describe(partial, rank, rng), group, f"writing {partial}")
     files = {name: entry for rank_files in described for name, entry in rank_files.items()}
     everywhere(lambda: _commit(root, step, files, keep) if rank == 0 else None, group, f"committing {final}")
     return final

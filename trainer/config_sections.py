@@ -166,6 +166,9 @@ class GuardConfig(Section):
                                        "mean loss, relatively (a flat curve has a tiny deviation)")
     spike_min_norm_jump: float = Field(1.0, ge=0, description="... and this far above the mean gradient norm "
                                        "(it grows during warmup)")
+    level_shift_steps: int = Field(3, ge=0, description="this many finite rises above the limit in a row are "
+                                   "a new level, not spikes: the last is applied and the window rescaled to "
+                                   "it (so the first level_shift_steps - 1 are skipped); 0 disables")
     rollback_after: int = Field(4, ge=0, description="skipped steps that trigger a rollback; 0 disables")
     rollback_window: int = Field(50, ge=1, description="recent steps in which they are counted")
     max_rollbacks: int = Field(3, ge=0, description="give up after this many rollbacks")
@@ -185,6 +188,9 @@ class FaultConfig(Section):
     spike_scale: float = Field(30.0, gt=1)
     skip_steps: list[int] = Field(default_factory=list, description="skip the update at these steps, as the "
                                   "guards do (a reference for the other faults)")
+    grad_scale_from: Optional[int] = Field(None, ge=1, description="from this step on, for good, scale every "
+                                           "rank's gradients ×grad_scale: a genuine new level of the gradient norm")
+    grad_scale: float = Field(2.0, gt=0)
     kill_step: Optional[int] = Field(None, ge=1, description="SIGKILL this rank after this step")
     kill_in_save_step: Optional[int] = Field(None, ge=1, description="SIGKILL this rank while the checkpoint of this step "
                                              "is being written (after staging, before its manifest)")

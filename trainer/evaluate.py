@@ -6,7 +6,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from trainer.engine import Engine
+from trainer.engines import Engine
 
 
 def validation_loss(engine: Engine, windows_BT: torch.Tensor, dp_rank: int, dp_size: int,

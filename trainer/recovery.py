@@ -1,10 +1,6 @@
-"""What the loop does when things go wrong: roll back past bad data, record skipped updates and
-degenerate windows, and inject faults to drill all of it."""
+"""What the loop does when things go wrong: roll back past bad data, gather events and stop requests
+from every rank."""
 from __future__ import annotations
-
-import os
-import signal
-from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -12,15 +8,16 @@ import torch.distributed as dist
 from planner.errors import UserError
 from trainer.build import Run, model_yaml
 from trainer.checkpoint import load_checkpoint, resolve_resume
-from trainer.guards import PoisonGradient
+from trainer.guards import SpikeGuard
 
 
-def roll_back(run: Run) -> str:
-    """Restore the last good checkpoint's weights, optimizer and guard window, but keep reading data
-    where we are: the steps since the checkpoint read the data that made them fail. Returns a line
-    for the log; UserError after `guards.max_rollbacks` rollbacks, or with nothing to roll back to."""
+def roll_back(run: Run, guard: SpikeGuard) -> str:
+    """Restore the last good checkpoint's weights, optimizer, loss scale, guard window and learning
+    rate scale, but keep reading data where we are: the steps since the checkpoint read the data that
+    made them fail. Returns a line for the log; UserError after `guards.max_rollbacks` rollbacks, or
+    with nothing to roll back to."""
     guards = run.cfg.guards
-    skipped = int(run.guard.recent.sum())
+    skipped = int(guard.recent.sum())
     if run.rollbacks >= guards.max_rollbacks:
         raise UserError(f"training diverged: {skipped} of the last {guards.rollback_window} steps were skipped "
                         f"again after {run.rollbacks} rollback(s); lower optim.lr or look at the data near "
@@ -31,10 +28,12 @@ def roll_back(run: Run) -> str:
                         f"checkpoint to roll back to: set checkpoint.every")
     failed_at, data_step = run.step, run.sampler.step
     saved = load_checkpoint(path, run.engine, run.train_state(), run.runtime.rank, model_yaml(run.cfg))
-    run.restore(saved, data_position=False)
+    run.step = int(saved["step"])
+    run.precision.load_state_dict(saved["scaler"])
+    guard.load_state_dict(saved["callbacks"]["guard"])
+    run.lr_scale = float(saved["callbacks"]["rollback"]["lr_scale"]) * guards.rollback_lr_factor
     run.rollbacks += 1
-    run.lr_scale *= guards.rollback_lr_factor
-    run.guard.clear_recent()
+    guard.clear_recent()
     return (f"rolled back from step {failed_at} to {path.name} ({skipped} skipped steps); data continues at "
             f"step {data_step}, past what was being read; learning rate ×{run.lr_scale:g}")
 
@@ -54,27 +53,3 @@ def stop_requested(run: Run, local: bool) -> bool:
     if dist.is_initialized():
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=run.control_group)
     return bool(flag.item())
-
-
-def injected_fault(run: Run, data_step: int) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    """The fault this rank injects into the step that reads `data_step` (faults are tied to data, so
-    a rollback that skips the data skips the fault), or None."""
-    faults = run.cfg.faults
-    if run.runtime.rank != faults.rank or run.runtime.restart_count:
-        return None
-    if data_step + 1 in faults.nan_grad_steps:
-        return PoisonGradient.apply
-    if data_step + 1 in faults.spike_steps:
-        return lambda loss: loss * faults.spike_scale
-    return None
-
-
-def after_step_faults(run: Run) -> None:
-    """Process-level faults at the end of a step: SIGKILL (a crash) or SIGTERM (a preemption)."""
-    faults = run.cfg.faults
-    if run.runtime.rank != faults.rank or run.runtime.restart_count:
-        return
-    if faults.kill_step == run.step:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if faults.term_step == run.step:
-        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,17 +1,15 @@
-"""The one object the loop talks to for a backend: forward module, backward, step, state dicts.
+"""DDP and FSDP2 (with or without tensor parallelism) over a torch optimizer and our Precision.
 
-`TorchEngine` runs DDP and FSDP2, with or without tensor parallelism, with a torch optimizer and our
-`Precision`; `PipelineEngine` adds the pipeline schedule, which runs forward and backward of all
-micro-batches itself; DeepSpeed's engine (`parallel/zero.py`) has the same methods. The loop never
-asks which backend it has.
+Gradient accumulation: DDP all-reduces only on the last micro-batch (`no_sync` before). FSDP2 at
+ZeRO-2 (`reshard_after_forward=False`) likewise accumulates unsharded gradients and reduce-scatters
+once; at ZeRO-3 it reduce-scatters every micro-batch, so gradients stay sharded, as ZeRO-3 promises.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Optional, Protocol
+from typing import Callable, ContextManager, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor
@@ -20,37 +18,17 @@ from parallel.gradients import average_gradients, clip_gradients, global_grad_no
 from parallel.held_memory import storage_bytes
 from parallel.parallelize import Parallelized
 from parallel.tensor import loss_context
-from trainer.model import language_model_loss, summed_token_loss
+from trainer.engines import Batches, StepRequest, StepResult, no_skip
+from trainer.engines.micro_batches import accumulate
+from trainer.model import summed_token_loss
 from trainer.precision import Precision
 
-
 # Given the global gradient norm (device tensor), whether to skip this update (bool device tensor).
-Decide = Callable[[torch.Tensor], torch.Tensor]
-
-
-class Engine(Protocol):
-    module: nn.Module   # what forward runs on: training, evaluation and sampling (collective when sharded)
-    eval_batch: int      # sequences `score` takes at once
-
-    def accumulate(self, last: bool) -> ContextManager: ...
-    def autocast(self) -> ContextManager: ...
-    def backward(self, loss: torch.Tensor) -> None: ...
-    def step(self, grad_clip: float, measure: bool = False,
-             decide: Optional[Decide] = None) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def set_lr(self, lr: float) -> None: ...
-    def state_dict(self, for_loading: bool = False) -> tuple[dict, dict]: ...
-    def load_state_dict(self, model_state: dict, optim_state: dict) -> None: ...
-    def score(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor: ...
-    model_state_bytes: int   # parameters + gradients + optimizer states held by this rank, at the last measured step
+SkipByNorm = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TorchEngine:
-    """DDP or FSDP2 over a torch optimizer.
-
-    Gradient accumulation: DDP all-reduces only on the last micro-batch (`no_sync` before). FSDP2 at
-    ZeRO-2 (`reshard_after_forward=False`) likewise accumulates unsharded gradients and reduce-scatters
-    once; at ZeRO-3 it reduce-scatters every micro-batch, so gradients stay sharded, as ZeRO-3 promises.
-    """
+    """DDP or FSDP2 over a torch optimizer (or one process, or a module wrapped by hand)."""
 
     def __init__(self, parallel: Parallelized | nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
                  micro_batch: int = 1, reduce_every_micro_batch: bool = False, tensor_parallel: bool = False):
@@ -66,6 +44,21 @@ class TorchEngine:
         # in fp32/bf16): what the gradient noise scale reads.
         self.local_gradients = precision.scaler is None and not any(
             isinstance(p, DTensor) for p in parallel.module.parameters())
+
+    def train_step(self, batches: Batches, request: StepRequest) -> StepResult:
+        """Accumulate gradients over the micro-batches, clip, and step unless `request.decide` says skip."""
+        batches = list(batches)
+        device = self.device
+        loss, first_sq = accumulate(batches, len(batches), request, device, module=self.module,
+                                    accumulate_context=self.accumulate, autocast=self.autocast,
+                                    backward=self.backward,
+                                    local_grad_sq=self.local_grad_sq if self.local_gradients else None)
+        grad_norm, skipped = self.step(request.grad_clip, request.measure, skip_by_norm(request, loss))
+        return StepResult(loss, grad_norm, skipped, first_sq)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
 
     def accumulate(self, last: bool) -> ContextManager:
         if hasattr(self.module, "set_requires_gradient_sync"):      # FSDP2
@@ -92,7 +85,7 @@ class TorchEngine:
             return local(summed_token_loss(self.module(inputs_BT), targets_BT))
 
     def step(self, grad_clip: float, measure: bool = False,
-             decide: Optional[Decide] = None) -> tuple[torch.Tensor, torch.Tensor]:
+             decide: Optional[SkipByNorm] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Unscale, clip, step unless `decide` says skip, zero gradients; returns the global gradient
         norm before clipping and the skip flag, on device. `measure`: count the model-state bytes
         while gradients and optimizer states are both alive (the step's peak)."""
@@ -103,7 +96,7 @@ class TorchEngine:
         grad_norm = global_grad_norm(params, self.parallel.pipeline_group)
         if grad_clip > 0:
             clip_gradients(params, grad_clip, grad_norm)
-        skip = decide(grad_norm) if decide is not None else torch.zeros((), dtype=torch.bool, device=grad_norm.device)
+        skip = decide(grad_norm) if decide is not None else no_skip(grad_norm.device)
         if decide is None:
             self.precision.step(self.optimizer)
         elif self.precision.scaler is not None:
@@ -149,51 +142,8 @@ class TorchEngine:
         return storage_bytes(params + [p.grad for p in params] + states)
 
 
-class PipelineEngine(TorchEngine):
-    """A pipeline rank: its stages run forward and backward of every micro-batch inside the
-    schedule (`forward_backward`); the rest (clipping over all stages, step, state) is TorchEngine's."""
-
-    def __init__(self, parallel: Parallelized, optimizer: torch.optim.Optimizer, precision: Precision,
-                 micro_batch: int, n_micro: int, schedule, tensor_parallel: bool = False):
-        super().__init__(parallel, optimizer, precision, micro_batch, tensor_parallel=tensor_parallel)
-        self.schedule = schedule
-        self.eval_batch = micro_batch * n_micro   # the schedule's stages expect whole micro-batches
-        self.local_gradients = False              # the schedule runs all micro-batches in one go
-        self.fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-
-    def loss_fn(self, output: torch.Tensor, targets_BT: torch.Tensor, z_loss: float = 0.0,
-                scoring: bool = False) -> torch.Tensor:
-        """The last stage's loss per micro-batch (the schedule averages gradients over micro-batches)."""
-        if scoring:
-            return summed_token_loss(output, targets_BT)
-        loss = language_model_loss(output, targets_BT, z_loss)
-        return self.fault(loss) if self.fault is not None else loss
-
-    def _run(self, inputs_BT, targets_BT, scoring: bool, z_loss: float = 0.0) -> torch.Tensor:
-        """The sum of the last stage's micro-batch losses, on every rank of the pipeline."""
-        losses: list[torch.Tensor] = []
-        run = self.schedule.eval if scoring else self.schedule.step
-        with self.autocast():
-            run(inputs_BT, target=targets_BT, losses=losses, return_outputs=False,
-                loss_kwargs={"z_loss": z_loss, "scoring": scoring})
-        total = torch.zeros((), device=inputs_BT.device)
-        for loss in losses:
-            total += local(loss).detach().float()
-        dist.all_reduce(total, group=self.parallel.pipeline_group)   # only the last stage holds losses
-        return total
-
-    def forward_backward(self, micro_batches, n_micro: int, device: torch.device, z_loss: float = 0.0,
-                         fault: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
-        """Forward and backward of all `n_micro` micro-batches; their mean loss."""
-        batches = list(micro_batches)
-        inputs_BT = torch.cat([inputs for inputs, _ in batches]).to(device, non_blocking=True)
-        targets_BT = torch.cat([targets for _, targets in batches]).to(device, non_blocking=True)
-        self.fault = fault
-        try:
-            return self._run(inputs_BT, targets_BT, scoring=False, z_loss=z_loss) / n_micro
-        finally:
-            self.fault = None
-
-    @torch.no_grad()
-    def score(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
-        return self._run(inputs_BT, targets_BT, scoring=True)
+def skip_by_norm(request: StepRequest, loss: torch.Tensor) -> Optional[SkipByNorm]:
+    """The request's decision as a function of the gradient norm alone, this step's loss bound in."""
+    if request.decide is None:
+        return None
+    return lambda grad_norm: request.decide(loss, grad_norm)
