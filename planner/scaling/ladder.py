@@ -1,9 +1,9 @@
 """The seed-run ladder: where to place the small runs that pin the law, chosen by simulation.
 
-A design is IsoFLOP slices (Hoffmann et al. 2022, Approach 2's placement) at budgets spaced
-geometrically over `spread`, each slice spanning a range of tokens per parameter; or log-uniform
-random placement (what `scaleplan simulate` did and the chinchilla library does), the reference.
-Every design spends the same total compute over the same number of runs.
+A design (`ladder_placement.py`) is IsoFLOP slices (Hoffmann et al. 2022, Approach 2's placement)
+at budgets spaced geometrically over `spread`, each slice spanning a range of tokens per parameter;
+or log-uniform random placement (what `scaleplan simulate` did and the chinchilla library does), the
+reference. Every design spends the same total compute over the same number of runs.
 
 The design is scored by what it is for: simulate the ladder against a prior law with the user's
 noise, fit every repetition (batched, `batched.py`), and measure the spread of the fitted N_opt at
@@ -13,20 +13,24 @@ the law; several slices pin the exponents; the search trades these off for the r
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence
 
 import numpy as np
 
 from planner.errors import UserError
 from planner.scaling.batched import fit_many
+# Re-exported: callers import the whole ladder from here.
+from planner.scaling.ladder_interval import (  # noqa: F401
+    diverged, leave_one_out_errors, prediction_error, predictive_interval, residual_noise,
+)
+from planner.scaling.ladder_placement import (  # noqa: F401
+    DESIGNS, LOGUNIFORM_SPREAD, LOGUNIFORM_TOKENS_PER_PARAM, MIN_SLICE_SPAN, Design, Placement, feasible, place,
+    slice_sizes,
+)
 from planner.scaling.law import FLOPS_PER_PARAM_TOKEN, ScalingLaw
 from planner.scaling.objectives import Objective
-from planner.scaling.runs import MIN_RUNS
 
-DESIGNS = ("isoflop", "loguniform")
-LOGUNIFORM_TOKENS_PER_PARAM = (4.0, 100.0)    # simulate's seed range, the chinchilla library's N_to_D range
-LOGUNIFORM_SPREAD = 100.0                     # simulate's default seed range: 1e17 .. 1e19
 # The search space: slices, budget spread (largest / smallest slice) and tokens-per-parameter span.
 SLICE_CHOICES = (2, 3, 4, 5, 6)
 SPREAD_CHOICES = (10.0, 100.0, 1000.0)
@@ -34,113 +38,6 @@ SPAN_CHOICES = ((4.0, 100.0), (2.0, 200.0), (1.0, 400.0))
 SEARCH_REPETITIONS = 32
 DEFAULT_TARGET_FACTOR = 100.0                 # target budget / largest seed budget
 INTERVAL_QUANTILES = (0.05, 0.95)
-
-
-@dataclass(frozen=True)
-class Design:
-    """Where the runs go. `spread`: largest / smallest run budget; `span`: tokens per parameter
-    (isoflop: each slice's range, log-spaced; loguniform: the range it draws from)."""
-
-    kind: str = "isoflop"
-    runs: int = 20
-    slices: int = 4
-    spread: float = 30.0
-    span: tuple[float, float] = (1.0, 400.0)
-
-    def __post_init__(self) -> None:
-        if self.kind not in DESIGNS:
-            raise UserError(f"unknown design '{self.kind}': choose one of {', '.join(DESIGNS)}")
-        if self.runs < MIN_RUNS:
-            raise UserError(f"a ladder needs at least {MIN_RUNS} runs (the law has 5 parameters), got {self.runs}")
-        if self.kind == "isoflop" and not 1 <= self.slices <= self.runs // 2:
-            raise UserError(f"{self.slices} slices of {self.runs} runs: each slice needs at least 2 runs")
-        if not self.spread >= 1 or not 0 < self.span[0] < self.span[1]:
-            raise UserError(f"design needs spread >= 1 and 0 < span low < span high, got {self.spread}, {self.span}")
-
-    def describe(self) -> str:
-        if self.kind == "loguniform":
-            return (f"log-uniform: {self.runs} runs, budgets over {self.spread:g}x, {self.span[0]:g}-{self.span[1]:g} "
-                    f"tokens/param")
-        return (f"isoflop: {self.slices} slices x {self.runs // self.slices}+ runs, budgets over {self.spread:g}x, "
-                f"{self.span[0]:g}-{self.span[1]:g} tokens/param per slice")
-
-    def to_json(self) -> dict:
-        out = asdict(self)
-        out["span"] = list(self.span)
-        return out
-
-
-@dataclass(frozen=True)
-class Placement:
-    """The runs of a design at a total compute: target N, D and budget of each, and its slice."""
-
-    N: np.ndarray
-    D: np.ndarray
-    slice_index: np.ndarray
-
-    @property
-    def C(self) -> np.ndarray:
-        return FLOPS_PER_PARAM_TOKEN * self.N * self.D
-
-
-def slice_sizes(runs: int, slices: int) -> list[int]:
-    """Runs per slice, the remainder going to the cheapest slices."""
-    base, extra = divmod(runs, slices)
-    return [base + (1 if s < extra else 0) for s in range(slices)]
-
-
-def place(design: Design, total_flops: float, rng: Optional[np.random.Generator] = None,
-          min_params: float = 0.0, min_tokens: float = 0.0) -> Placement:
-    """The design's runs, scaled so their budgets sum to `total_flops`. A run below `min_params` (the
-    smallest model that can be built) or `min_tokens` (the shortest run worth training) moves to that
-    bound at the same budget; `feasible` says whether the runs of every slice stay distinct."""
-    if not total_flops > 0:
-        raise UserError(f"the ladder's budget must be positive, got {total_flops:g}")
-    if design.kind == "isoflop":
-        sizes = slice_sizes(design.runs, design.slices)
-        levels = (design.spread ** (np.arange(design.slices) / max(design.slices - 1, 1) - 1.0)
-                  if design.slices > 1 else np.ones(1))
-        levels = levels * (total_flops / float(np.dot(sizes, levels)))
-        C = np.concatenate([np.full(k, level) for k, level in zip(sizes, levels)])
-        # Each slice spans what its bounds allow of the design's tokens-per-parameter range:
-        # tokens/param = C / (6 N^2) is at most C / (6 N_min^2) and at least 6 D_min^2 / C.
-        ratio = np.concatenate([np.geomspace(*_span_within(design.span, level, min_params, min_tokens), k)
-                                for k, level in zip(sizes, levels)])
-        index = np.concatenate([np.full(k, s) for s, k in enumerate(sizes)])
-    else:
-        rng = rng if rng is not None else np.random.default_rng(0)
-        C = np.exp(rng.uniform(-math.log(design.spread), 0.0, design.runs))
-        ratio = np.exp(rng.uniform(*np.log(design.span), design.runs))
-        index = np.zeros(design.runs, dtype=int)
-    C = C * (total_flops / C.sum())
-    N = np.sqrt(C / (FLOPS_PER_PARAM_TOKEN * ratio))
-    if min_tokens > 0:
-        N = np.minimum(N, C / (FLOPS_PER_PARAM_TOKEN * min_tokens))
-    N = np.maximum(N, min_params)
-    return Placement(N=N, D=C / (FLOPS_PER_PARAM_TOKEN * N), slice_index=index)
-
-
-MIN_SLICE_SPAN = 2.0    # a slice whose bounds leave less than this ratio of tokens/param is too narrow
-
-
-def _span_within(span: tuple[float, float], C: float, min_params: float, min_tokens: float) -> tuple[float, float]:
-    low, high = span
-    if min_params > 0:
-        high = min(high, C / (FLOPS_PER_PARAM_TOKEN * min_params ** 2))
-    if min_tokens > 0:
-        low = max(low, FLOPS_PER_PARAM_TOKEN * min_tokens ** 2 / C)
-    if high < low * MIN_SLICE_SPAN:          # no room: the runs collapse onto one point (infeasible)
-        return low, low
-    return low, high
-
-
-def feasible(placement: Placement) -> bool:
-    """No two runs of a slice were pushed onto the same size by the bounds (they would repeat)."""
-    for s in np.unique(placement.slice_index):
-        N = placement.N[placement.slice_index == s]
-        if len(np.unique(np.round(np.log(N), 6))) < len(N):
-            return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -257,60 +154,3 @@ def design_ladder(prior: ScalingLaw, total_flops: float, runs: int, noise: float
 
 def with_runs(design: Design, runs: int) -> Design:
     return replace(design, runs=runs)
-
-
-def diverged(loss: float, ceiling: float) -> bool:
-    """A final loss that is not finite or no better than `ceiling` (a uniform guess: log vocab)."""
-    return not math.isfinite(loss) or loss >= ceiling
-
-
-def residual_noise(law: ScalingLaw, N: np.ndarray, D: np.ndarray, loss: np.ndarray) -> float:
-    """Run-to-run noise of log loss around the fit: a robust standard deviation (1.4826 x MAD)."""
-    residual = np.log(loss) - np.log(law.predict(N, D))
-    return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
-
-
-def leave_one_out_errors(N: np.ndarray, D: np.ndarray, loss: np.ndarray,
-                         starts: Optional[Sequence[np.ndarray]] = None,
-                         objective: Objective = Objective()) -> np.ndarray:
-    """log(measured / predicted) of each run by the law fitted to all the others (all n fits at once;
-    variable projection's starts, and `starts` too, e.g. the full fit's optima, the best kept).
-
-    Unlike the residuals of the full fit, which a robust (Huber) fit pulls to zero for all but the
-    runs it treats as outliers, these are errors of predicting a run the fit has not seen: run noise,
-    the fit's own uncertainty, and whatever the law's form misses at these sizes, together."""
-    logs = [np.log(np.asarray(a, float)) for a in (N, D, loss)]
-    n = len(logs[2])
-    others = ~np.eye(n, dtype=bool)
-    rows = [np.stack([a[keep] for keep in others]) for a in logs]          # (n, n - 1) each
-    best = fit_many(*rows, objective)
-    theta, value = best.theta.copy(), best.objective.copy()
-    if starts:
-        warm = fit_many(*rows, objective, starts)
-        better = warm.objective < value
-        theta[better], value[better] = warm.theta[better], warm.objective[better]
-    log_E, log_A, log_B, alpha, beta = theta.T
-    with np.errstate(all="ignore"):
-        predicted = np.exp(log_E) + np.exp(log_A - alpha * logs[0]) + np.exp(log_B - beta * logs[1])
-        return np.where(np.isfinite(value), logs[2] - np.log(predicted), np.nan)
-
-
-def prediction_error(loo_errors: np.ndarray) -> float:
-    """The scale of leave-one-out errors as a log-normal std: their root mean square (not a robust
-    spread: the runs the law fits worst are exactly the evidence of what it misses)."""
-    finite = loo_errors[np.isfinite(loo_errors)]
-    return float(np.sqrt(np.mean(finite ** 2))) if len(finite) else float("nan")
-
-
-def predictive_interval(params: np.ndarray, N: float, D: float, noise: float, confidence: float = 0.9,
-                        seed: int = 0) -> tuple[float, float]:
-    """Where one run's measured loss at (N, D) should land: each bootstrap law's prediction (rows of
-    E, A, B, alpha, beta) times log-normal noise of std `noise` (the ladder uses its runs'
-    leave-one-out prediction error, `prediction_error`), at `confidence`."""
-    E, A, B, alpha, beta = params.T
-    with np.errstate(all="ignore"):
-        predicted = E + A * N ** -alpha + B * D ** -beta
-    predicted = predicted[np.isfinite(predicted)]
-    draws = predicted * np.exp(np.random.default_rng(seed).normal(0.0, noise, predicted.shape))
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    return float(np.percentile(draws, tail)), float(np.percentile(draws, 100.0 - tail))

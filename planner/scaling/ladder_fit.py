@@ -1,0 +1,74 @@
+"""The fit of a trained ladder: its usable runs, the law and its bootstrap, the allocation at the
+target, and the interval the next run's loss should land in."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from planner.errors import UserError
+from planner.scaling.allocate import Allocation, allocate
+from planner.scaling.bootstrap import BootstrapResult, bootstrap, warm_starts
+from planner.scaling.fit import FitResult, fit_law
+from planner.scaling.ladder_interval import (diverged, leave_one_out_errors, prediction_error, predictive_interval,
+                                             residual_noise)
+from planner.scaling.runs import Runs
+
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.9
+
+
+def usable_rungs(rungs: list[dict], losses: dict[str, float], ceiling: float) -> tuple[list[tuple[dict, float]],
+                                                                                      list[str]]:
+    """(rung, final loss) of each finished rung that did not diverge, and a warning for each left out."""
+    kept, warnings = [], []
+    for rung in rungs:
+        loss = losses.get(rung["name"])
+        if loss is None:
+            warnings.append(f"{rung['name']} has not finished: left out of the fit")
+        elif diverged(loss, ceiling):
+            warnings.append(f"{rung['name']} diverged (final loss {loss:g}, a uniform guess is {ceiling:.3f}): "
+                            f"left out of the fit")
+        else:
+            kept.append((rung, loss))
+    return kept, warnings
+
+
+@dataclass
+class LadderFit:
+    """`noise`: the runs' residual spread around the law; `loo`: each run's leave-one-out error;
+    `spread`: the noise the next run's interval uses."""
+
+    runs: Runs
+    fit: FitResult
+    boot: BootstrapResult
+    allocation: Allocation
+    noise: float
+    loo: np.ndarray
+    spread: float
+
+    def forecast(self, N: float, D: float) -> tuple[float, float, float]:
+        """(predicted loss, low, high) of one run at (N, D), at CONFIDENCE."""
+        predicted = float(self.fit.law.predict(N, D))
+        low, high = predictive_interval(self.boot.params, N, D, self.spread, CONFIDENCE)
+        return predicted, low, high
+
+
+def fit_rungs(kept: list[tuple[dict, float]], target: float, unique_tokens: Optional[float], source: str) -> LadderFit:
+    """Fit the law to the kept runs and allocate `target` FLOPs by it."""
+    runs = Runs(N=np.array([float(r['N']) for r, _ in kept]), D=np.array([float(r['D']) for r, _ in kept]),
+                loss=np.array([loss for _, loss in kept]), source=source)
+    fit = fit_law(runs)
+    boot = bootstrap(runs, fit, BOOTSTRAP_RESAMPLES, target, confidence=CONFIDENCE)
+    allocation = allocate(fit.law, target, unique_tokens)
+    if not (math.isfinite(allocation.N) and allocation.N > 0):
+        raise UserError(f"the fitted law gives no finite optimum at {target:.3g} FLOPs (alpha {fit.law.alpha:.3g}, "
+                        f"beta {fit.law.beta:.3g}): add runs or widen the ladder")
+    noise = residual_noise(fit.law, runs.N, runs.D, runs.loss)
+    # The interval's noise is how well the law predicts a rung it was not fitted to (leave-one-out):
+    # the fit's residual spread alone leaves out what the law's form misses at these sizes.
+    loo = leave_one_out_errors(runs.N, runs.D, runs.loss, warm_starts(fit))
+    spread = max(noise, prediction_error(loo)) if np.isfinite(prediction_error(loo)) else noise
+    return LadderFit(runs=runs, fit=fit, boot=boot, allocation=allocation, noise=noise, loo=loo, spread=spread)
