@@ -103,19 +103,6 @@ def config_layout(cfg, world_size: int) -> tuple[Layout, str]:
     return resolve_layout(cfg, world_size)
 
 
-def layout_from_config(cfg, world_size: int) -> Layout:
-    """The layout a training config runs on `world_size` ranks."""
-    return config_layout(cfg, world_size)[0]
-
-
-def config_backend(cfg, world_size: int) -> str:
-    """The backend a training config runs on `world_size` ranks, as the planner names it."""
-    return config_layout(cfg, world_size)[1]
-
-
-Resolved = Optional[tuple[Layout, str]]   # (Layout, backend) a caller has resolved already, or None
-
-
 def config_plan(cfg, world_size: int, gpu_id: Optional[str], gpus_per_node: int, resolved: Resolved = None):
     """(result, seconds) for a training config's own layout on `world_size` ranks; `resolved`: the
     caller's `config_layout(cfg, world_size)`, so that start-up reads the layout once."""

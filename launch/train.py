@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, environ) -> int:
     if args.dry_run:
         from launch.layout_inputs import print_config_plan
 
-        print_config_plan(cfg, world_size, args.gpu, args.gpus_per_node)
+        print_config_plan(cfg, world_size, args.gpu, args.gpus_per_node, (layout, backend))
         return 0
 
     if cfg.train.deterministic:
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, environ) -> int:
         print(f"[scaleplan] SLURM job {environ['SLURM_JOB_ID']}: {environ.get('SLURM_JOB_NUM_NODES', '?')} node(s), "
               f"world size {world_size}, rendezvous {environ.get('MASTER_ADDR')}:{environ.get('MASTER_PORT')}",
               flush=True)
-    plan = planned(cfg, world_size, device, args.gpus_per_node) if runtime.is_main else None
+    plan = planned(cfg, world_size, device, args.gpus_per_node, (layout, backend)) if runtime.is_main else None
     try:
         result = train(cfg, runtime, layout, backend, signals, plan)
     finally:
@@ -126,7 +126,7 @@ def init_distributed(backend: str, runtime, environ) -> None:
     dist.init_process_group(backend, store=store, rank=runtime.rank, world_size=runtime.world_size)
 
 
-def planned(cfg, world_size: int, device, gpus_per_node: int) -> Optional[dict]:
+def planned(cfg, world_size: int, device, gpus_per_node: int, resolved: tuple) -> Optional[dict]:
     """The planner's memory and speed prediction for this very run, which the trainer writes to
     runs/<name>/plan.json beside what metrics.jsonl measures. Planned for the GPU in use, or
     h100-sxm on a CPU; None (with a line saying why) where the planner cannot plan it."""
@@ -139,7 +139,7 @@ def planned(cfg, world_size: int, device, gpus_per_node: int) -> Optional[dict]:
     gpu = identify(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     try:
         return {"gpu": gpu.id if gpu else None, **config_plan_json(cfg, world_size, gpu.id if gpu else None,
-                                                                     gpus_per_node)}
+                                                                     gpus_per_node, resolved)}
     except UserError as error:  # a plan is advice: never a reason not to train
         print(f"[scaleplan] no plan.json: {error}", flush=True)
         return None

@@ -4,18 +4,16 @@ from __future__ import annotations
 import torch
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-from parallel.layout import Layout
+from parallel.layout import MESH_DIMS, Layout
 
 DATA_PARALLEL_DIMS = ("dp_replicate", "dp_shard")
-MESH_DIMS = ("pp", *DATA_PARALLEL_DIMS, "tp")
 
 
 def build_mesh(layout: Layout, device: torch.device) -> DeviceMesh:
     """A 4-D mesh (pp, dp_replicate, dp_shard, tp), size 1 where unused. Tensor parallelism is
     innermost, so its ranks (one all-reduce per sub-layer) are neighbours on one node; pipeline
     stages, which only pass activations to the next stage, are outermost."""
-    sizes = (layout.pp, layout.dp_replicate, layout.dp_shard, layout.tp)
-    return init_device_mesh(device.type, sizes, mesh_dim_names=MESH_DIMS)
+    return init_device_mesh(device.type, layout.mesh_shape, mesh_dim_names=MESH_DIMS)
 
 
 def data_parallel_mesh(mesh: DeviceMesh, layout: Layout) -> DeviceMesh:

@@ -46,8 +46,8 @@ class Run:
     precision: Precision
     sampler: WindowSampler
     val_BT: torch.Tensor
-    metrics: MetricsWriter       # metrics.jsonl and TensorBoard (writes on rank 0 only)
     control_group: dist.ProcessGroup   # gloo: flags the loop agrees on without touching the GPU
+    metrics: Optional[MetricsWriter] = None   # metrics.jsonl and TensorBoard (rank 0), once the run is built
     dp_rank: int = 0             # which slice of each batch this rank's model replica reads
     step: int = 0
     stop_at: int = 0             # the last step of this invocation
@@ -106,9 +106,6 @@ def build_run(cfg: Config, runtime: Runtime, layout: Layout, backend: str,
     n_micro = cfg.grad_accum_steps(layout.dp)
     mesh = build_mesh(layout, device)
     dp_rank = data_parallel_rank(mesh, layout)
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-
     engine, precision = build_model_and_engine(cfg, layout, backend, n_micro, mesh, device)
     run = Run(cfg=cfg, runtime=runtime, run_dir=run_dir, data=data, layout=layout, backend=backend,
               n_micro=n_micro, engine=engine, precision=precision,
@@ -116,12 +113,14 @@ def build_run(cfg: Config, runtime: Runtime, layout: Layout, backend: str,
                                     cfg.train.seed, batch_filter(cfg)),
               val_BT=eval_windows(data.val, cfg.model.seq_len,
                                   cfg.train.eval_batches * cfg.parallel.micro_batch, cfg.train.seed),
-              metrics=MetricsWriter(run_dir, runtime.is_main, cfg.log.tensorboard),
               control_group=dist.new_group(backend="gloo"), dp_rank=dp_rank)
     run.callbacks = callbacks(run)
     if resume_from is not None:
         run.restore(load_checkpoint(resume_from, engine, run.train_state(), runtime.rank, model_yaml(cfg)))
         run.resumed_from = resume_from
+    if runtime.is_main:   # only now: a run that cannot start leaves nothing on disk
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run.metrics = MetricsWriter(run_dir, runtime.is_main, cfg.log.tensorboard)
     return run
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from launch.arguments import add_layout_plan_arguments
-from launch.layout_inputs import build_inputs, config_backend, layout_from_config, plan
+from launch.layout_inputs import build_inputs, config_layout, plan
 
 NAME = "plan"
 HELP = "plan memory and parallel layout: which dp × tp × pp layouts fit, and how fast they run"
@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
     inputs = build_inputs(args, cfg)
-    if cfg is not None and args.backend == "auto" and args.layout is None and not (args.emit_config or args.emit_sbatch):
-        inputs = replace(inputs, backend=config_backend(cfg, inputs.n_gpus))
     layout = None
-    if cfg is not None and args.layout is None and args.emit_config is None and args.emit_sbatch is None:
-        layout = layout_from_config(cfg, inputs.n_gpus)   # the config's own layout, as --dry-run
+    if cfg is not None and args.layout is None and not (args.emit_config or args.emit_sbatch):
+        layout, backend = config_layout(cfg, inputs.n_gpus)   # the config's own layout, as --dry-run, read once
+        if args.backend == "auto":
+            inputs = replace(inputs, backend=backend)
     result, elapsed = plan(inputs, args.layout, layout)
 
     emitted = None
