@@ -16,7 +16,7 @@ class NoiseScale(Callback):
 
     def __init__(self, run):
         self.run, cfg = run, run.cfg
-        measurable = cfg.log.noise_scale and run.n_micro > 1 and getattr(run.engine, "local_gradients", False)
+        measurable = cfg.log.noise_scale and run.n_micro > 1 and run.engine.local_gradients
         self.meter = GradientNoiseScale(cfg.parallel.micro_batch * cfg.model.seq_len, cfg.tokens_per_step,
                                         run.runtime.device) if measurable else None
 

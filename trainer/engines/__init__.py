@@ -50,6 +50,7 @@ class Engine(Protocol):
     module: nn.Module      # what forward runs on: evaluation and sampling (collective when sharded)
     eval_batch: int        # sequences `score` takes at once
     model_state_bytes: int   # parameters + gradients + optimizer states held by this rank, at the last measured step
+    local_gradients: bool    # a micro-batch's whole, unreduced gradient is readable (the noise scale's small batch)
 
     def train_step(self, batches: Batches, request: StepRequest) -> StepResult: ...
     def set_lr(self, lr: float) -> None: ...

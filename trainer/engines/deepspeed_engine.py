@@ -44,6 +44,7 @@ class DeepSpeedEngine:
         self.module = self.engine
         self._model = self.engine.module
         self.model_state_bytes = 0
+        self.local_gradients = False   # DeepSpeed reduces and partitions gradients inside its backward
         self._peak_bytes, self._measuring = 0, False
         self._decide, self._skip = None, None
         inner_step = self.zero_optimizer.optimizer.step
