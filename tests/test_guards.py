@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from trainer.config import GuardConfig, ModelConfig
 from trainer.data import BatchFilter
-from trainer.faults import PoisonGradient
+from trainer.faults import poison_gradient
 from trainer.guards import SpikeGuard
 from trainer.manifest import describe_files, manifest_problem, write_manifest
 from trainer.model import Transformer
@@ -94,7 +94,7 @@ def test_rollback_wanted_after_enough_recent_skips():
 
 def test_poisoned_gradient_is_nan_and_value_unchanged():
     x = torch.tensor([2.0], requires_grad=True)
-    y = PoisonGradient.apply(x * 3)
+    y = poison_gradient(x * 3)
     y.sum().backward()
     assert y.item() == 6.0 and math.isnan(x.grad.item())
 

@@ -14,38 +14,31 @@ from trainer.config import FaultConfig
 LossHook = Callable[[torch.Tensor], torch.Tensor]
 
 
-class PoisonGradient(torch.autograd.Function):
-    """Identity forward, NaN gradients backward: a bad gradient on one rank."""
+class ScaleGradient(torch.autograd.Function):
+    """Identity forward, gradients ×scale backward: the gradient moves, the loss does not."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad * float("nan")
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
 
 
 def scale_gradient(scale: float) -> LossHook:
-    """Identity forward, gradients ×scale backward: the gradient norm moves, the loss does not."""
+    return lambda loss: ScaleGradient.apply(loss, scale)
 
-    class ScaleGradient(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-            return x.view_as(x)
 
-        @staticmethod
-        def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-            return grad * scale
-
-    return ScaleGradient.apply
+poison_gradient = scale_gradient(float("nan"))   # a bad gradient on one rank
 
 
 def loss_hook(faults: FaultConfig, step: int, on_fault_rank: bool) -> Optional[LossHook]:
     """The rewrite of each micro-batch's loss at optimizer step `step` (1-based, counted by the data
     read, so a rollback that skips the data skips the fault), or None."""
     if step in faults.nan_grad_steps and on_fault_rank:
-        return PoisonGradient.apply
+        return poison_gradient
     if step in faults.spike_steps and on_fault_rank:
         return lambda loss: loss * faults.spike_scale
     if faults.grad_scale_from is not None and step >= faults.grad_scale_from:
