@@ -56,6 +56,31 @@ def test_non_finite_loss_or_norm_is_always_skipped_and_not_recorded():
     assert int(g.count) == 0 and int(g.skipped) == 3
 
 
+def test_a_rise_that_holds_becomes_the_new_level():
+    """The gradient norm doubles for good: the first level_shift_steps - 1 steps of the rise are
+    skipped, the next is applied as the new level, and the noise around that level passes."""
+    g = guard(level_shift_steps=3, spike_min_norm_jump=0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        assert not check(g, 3.0, 1.0 + 0.02 * rng.standard_normal())
+    decisions = [check(g, 3.0, 2.0 + 0.04 * rng.standard_normal()) for _ in range(20)]
+    assert decisions[:3] == [True, True, False] and not any(decisions[3:])
+    assert check(g, 3.0, 6.0)   # a spike above the new level is still a spike
+
+
+def test_a_lone_spike_or_a_nan_breaks_the_run_of_rises():
+    """Rises interrupted by an ordinary step or a non-finite one never add up to a new level."""
+    g = guard(level_shift_steps=3, spike_min_norm_jump=0.5)
+    for _ in range(8):
+        check(g, 3.0, 1.0)
+    pattern = [(2.0, True), (2.0, True), (1.0, False), (2.0, True), (NAN, True), (2.0, True), (2.0, True)]
+    assert [check(g, 3.0, norm) for norm, _ in pattern] == [skip for _, skip in pattern]
+    off = guard(level_shift_steps=0, spike_min_norm_jump=0.5)
+    for _ in range(8):
+        check(off, 3.0, 1.0)
+    assert all(check(off, 3.0, 2.0) for _ in range(6))   # without the rule every step of the rise is skipped
+
+
 def test_spikes_after_enough_history_only():
     young = guard()
     assert not check(young, 3.0) and not check(young, 30.0)  # too little history to call it a spike
