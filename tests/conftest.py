@@ -1,4 +1,5 @@
-"""Shared test set-up: the repo root on sys.path, GPU tests skipped where no GPU is present."""
+"""Shared test set-up: the repo root on sys.path, GPU tests skipped where no GPU is present, the
+session's single-process reference runs."""
 from __future__ import annotations
 
 import sys
@@ -26,3 +27,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reference_runs(tmp_path_factory):
+    """Each single-process reference (tests/helpers.py: single_process_reference) trains once a session."""
+    from tests import helpers
+
+    helpers.REFERENCES = helpers.ReferenceRuns(lambda: tmp_path_factory.mktemp("references"))
+    yield helpers.REFERENCES
+    helpers.REFERENCES = None

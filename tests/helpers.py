@@ -1,12 +1,14 @@
-"""Shared helpers for tests that run the real trainer in subprocesses."""
+"""Shared helpers for tests that run the real trainer in worker processes."""
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "launch" / "train.py"
@@ -58,15 +60,26 @@ def write_tiny_corpus(directory: Path) -> Path:
 
 
 def run_train(args: list[str], nproc: int = 1, cwd: Path | None = None, check: bool = True,
-              timeout: int = 300, env: dict | None = None, torchrun: tuple = ()) -> subprocess.CompletedProcess:
-    """`python launch/train.py ...` for one process, `torchrun --nproc_per_node=N ...` for more."""
+              timeout: int = 300, env: dict | None = None, torchrun: tuple = (),
+              real_torchrun: bool = False) -> subprocess.CompletedProcess:
+    """The trainer on `nproc` ranks: its output, and a return code as torchrun's.
+
+    By default each rank is a worker forked from a server that has torch and the trainer imported
+    (tests/distributed.py), calling `launch.train.main(args)`. With `torchrun` options (elastic restarts)
+    or `real_torchrun=True` (a test of what torchrun itself does), the real commands run instead:
+    `python launch/train.py ...` for one process, `torchrun --nproc_per_node=N ...` for more."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    if nproc == 1:
-        command = [sys.executable, str(TRAIN), *args]
+    if torchrun or real_torchrun:
+        if nproc == 1:
+            command = [sys.executable, str(TRAIN), *args]
+        else:
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                       f"--nproc_per_node={nproc}", *torchrun, str(TRAIN), *args]
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={nproc}", *torchrun, str(TRAIN), *args]
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        from tests.distributed import run_ranks
+
+        result = run_ranks(args, nproc=nproc, cwd=cwd, env=env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -88,12 +101,50 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     return losses
 
 
+class ReferenceRuns:
+    """Single-process reference runs, each trained once per test session and keyed by (steps, extra):
+    several test files compare their layouts against the same one. conftest.py installs one as
+    REFERENCES for the session; `directory` makes the folder they live in when first needed."""
+
+    def __init__(self, directory: Callable[[], Path]) -> None:
+        self._directory = directory
+        self._root: Path | None = None
+        self._runs: dict[tuple, tuple[Path, Path]] = {}
+
+    def get(self, steps: int, extra: tuple) -> tuple[Path, Path]:
+        """(data directory, run directory) of the reference: trained on the first request."""
+        key = (steps, tuple(extra))
+        if key not in self._runs:
+            if self._root is None:
+                self._root = self._directory()
+            root = self._root / f"reference_{len(self._runs)}"
+            data = write_tiny_corpus(root / "data")
+            run_train([*_reference_arguments(data, root / "runs", steps), *extra, "train.name=reference"], nproc=1)
+            self._runs[key] = data, root / "runs" / "reference"
+        return self._runs[key]
+
+
+REFERENCES: ReferenceRuns | None = None
+
+
+def _reference_arguments(data: Path, runs: Path, steps: int) -> list[str]:
+    return [*TINY, *SHARDED_BATCH, f"data.dir={data}", f"train.runs_dir={runs}", f"train.steps={steps}",
+            "precision.dtype=fp32", "train.eval_every=100"]
+
+
 def single_process_reference(root: Path, steps: int, name: str = "single",
                              extra: tuple = ()) -> tuple[list[str], dict, Path]:
-    """Tiny data under `root`, the arguments every layout of a comparison shares (fp32, the sharded
-    batch), and the losses of one process trained on them: (arguments, losses by step, runs dir)."""
-    data = write_tiny_corpus(root / "data")
-    common = [*TINY, *SHARDED_BATCH, f"data.dir={data}", f"train.runs_dir={root / 'runs'}",
-              f"train.steps={steps}", "precision.dtype=fp32", "train.eval_every=100"]
-    run_train([*common, *extra, f"train.name={name}"], nproc=1)
-    return common, step_losses(root / "runs" / name), root / "runs"
+    """Tiny data, the arguments every layout of a comparison shares (fp32, the sharded batch), and the
+    losses of one process trained on them: (arguments, losses by step, runs dir `root/runs`, which
+    holds the reference as `name`). The session's reference for (steps, extra) and its data are
+    shared by every caller (the data too: the corpus is read from files that may change meanwhile)."""
+    runs = root / "runs"
+    if REFERENCES is None:
+        data = write_tiny_corpus(root / "data")
+        common = _reference_arguments(data, runs, steps)
+        run_train([*common, *extra, f"train.name={name}"], nproc=1)
+    else:
+        data, reference = REFERENCES.get(steps, tuple(extra))
+        common = _reference_arguments(data, runs, steps)
+        shutil.copytree(reference, runs / name)
+    return common, step_losses(runs / name), runs
