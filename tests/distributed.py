@@ -37,7 +37,7 @@ PRELOAD = ["torch", "torch.distributed", "torch.distributed.checkpoint", "torch.
            "torch.distributed.tensor", "torch.distributed.pipelining", "numpy", "yaml", "pydantic",
            "launch.train", "launch.layout_inputs", "trainer.config", "trainer.run_layout", "trainer.data",
            "trainer.runtime", "trainer.loop", "trainer.build", "trainer.checkpoint", "trainer.metrics",
-           "parallel.parallelize", "planner.hardware", "deepspeed"]
+           "parallel.parallelize", "planner.hardware", "fsspec", "deepspeed"]
 
 # After the first rank fails, how long the others get to exit by themselves before they are killed
 # (torchrun stops the rest of the job too: a rank waiting for a dead peer would wait until its timeout).
@@ -60,18 +60,23 @@ def context() -> multiprocessing.context.BaseContext:
     global _context
     if _context is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD)
+        # DeepSpeed picks its accelerator as it loads, asking CUDA on a GPU machine, and a fork of a
+        # process that has initialised CUDA cannot use it: there each worker imports DeepSpeed itself.
+        gpu = any(Path("/dev").glob("nvidia[0-9]*"))
+        ctx.set_forkserver_preload([name for name in PRELOAD if not (gpu and name == "deepspeed")])
         # The server's environment is the one its libraries see as they load (libgomp reads
-        # OMP_NUM_THREADS then): that of a run_train worker.
-        saved = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = "1"
+        # OMP_NUM_THREADS then): that of a run_train worker; and CUDA asked through NVML, not initialised.
+        server_env = {"OMP_NUM_THREADS": "1", "PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+        saved = {name: os.environ.get(name) for name in server_env}
+        os.environ.update(server_env)
         try:
             multiprocessing.forkserver.ensure_running()
         finally:
-            if saved is None:
-                del os.environ["OMP_NUM_THREADS"]
-            else:
-                os.environ["OMP_NUM_THREADS"] = saved
+            for name, value in saved.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
         _context = ctx
     return _context
 
