@@ -56,6 +56,10 @@ def run(args: argparse.Namespace, environ) -> int:
     layout, backend = resolve_layout(cfg, world_size)
     check_backend_installed(backend)
     cfg.grad_accum_steps(layout.dp)
+    if cfg.model.init_from:   # a folder that disagrees with model.* fails here too, before any group
+        from trainer.hf.initial_weights import check_init_from
+
+        check_init_from(cfg.model)
     if args.dry_run:
         from launch.layout_inputs import print_config_plan
 

@@ -21,6 +21,7 @@ from trainer.data import BatchFilter, TokenData, WindowSampler, eval_windows
 from trainer.engines import Engine
 from trainer.engines.pipeline_engine import PipelineEngine
 from trainer.engines.torch_engine import TorchEngine
+from trainer.hf.initial_weights import load_initial_weights
 from trainer.metrics import MetricsWriter
 from trainer.model import Transformer
 from trainer.optim import build_optimizer
@@ -134,6 +135,7 @@ def build_model_and_engine(cfg: Config, layout: Layout, backend: str, n_micro: i
     model.to_empty(device=device if backend == "ddp" else torch.device("cpu"))
     torch.manual_seed(cfg.train.seed)
     model.init_weights()
+    load_initial_weights(model, cfg.model)   # model.init_from=hf:DIR, whole, before sharding
     parallel = parallelize(model, layout, backend, mesh, device, DTYPES[cfg.precision.dtype], cfg.parallel.bucket_mb,
                            cfg.parallel.cpu_offload, compile_blocks=cfg.parallel.compile)
     precision = Precision(cfg.precision, device.type, autocast=backend == "ddp", sharded=backend == "fsdp")

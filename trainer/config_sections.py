@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from planner.model_spec import ModelSpec
 
@@ -38,11 +38,20 @@ class ModelConfig(Section):
                       "at mup_base_width hold at any d_model (hidden init and Adam LR scaled by 1/width_mult, "
                       "logits by 1/width_mult, attention by 1/d_head)")
     mup_base_width: int = Field(128, ge=8, description="the d_model the hyperparameters were tuned at (under mup)")
+    init_from: Optional[str] = Field(None, description="start from a local Hugging Face folder's weights: hf:DIR "
+                                     "(its config.json must agree with this section; trainer/hf/)")
 
     @property
     def width_mult(self) -> float:
         """d_model over the µP base width: 1.0 without µP, so the standard parametrization is untouched."""
         return self.d_model / self.mup_base_width if self.mup else 1.0
+
+    @field_validator("init_from")
+    @classmethod
+    def _hf_folder(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not value.startswith("hf:") or not value.removeprefix("hf:")):
+            raise ValueError("give hf:DIR, a local Hugging Face model folder")
+        return value
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -66,10 +75,35 @@ class ModelConfig(Section):
         return ModelSpec.from_config(self)
 
 
+class DataSource(Section):
+    """One source of a mixture: a prepared directory, its share of the windows, its name in metrics."""
+
+    dir: str
+    weight: float = Field(1.0, description="relative share of the training windows drawn from this source")
+    name: Optional[str] = Field(None, description="the name in metrics (tokens/<name>, val_loss/<name>); "
+                                "default: the directory's name")
+
+
 class DataConfig(Section):
-    """A directory written by `scaleplan prepare`: train.bin, val.bin and meta.json."""
+    """A directory written by `scaleplan prepare` (`dir`), or a weighted mixture of several (`sources`:
+    each window's source drawn by weight; metrics per source). All sources share one tokenizer."""
 
     dir: str = "data/stdlib"
+    sources: list[DataSource] = Field(default_factory=list, description="a mixture: [{dir, weight, name}, ...]; "
+                                      "when given, `dir` is not read")
+
+    @model_validator(mode="after")
+    def _weights_and_names(self) -> "DataConfig":
+        for number, source in enumerate(self.sources):
+            if not source.weight >= 0:   # also refuses NaN
+                raise ValueError(f"data.sources[{number}] ({source.dir}): weight {source.weight} is negative")
+        if self.sources and not sum(source.weight for source in self.sources) > 0:
+            raise ValueError("data.sources: the weights sum to 0; give at least one source a positive weight")
+        names = [source.name or source.dir.rstrip("/").rsplit("/", 1)[-1] for source in self.sources]
+        if len(set(names)) < len(names):
+            raise ValueError(f"data.sources: two sources are named {max(names, key=names.count)!r}; "
+                             f"give each a distinct name")
+        return self
 
 
 class TrainConfig(Section):
