@@ -158,6 +158,21 @@ CASES = [
     ("flag-mfu-above-one", "scaleplan", lambda w, t: ["allocate", "--gpu-hours", "10", "--gpu", "h100-sxm", "--mfu", "2"],
      "mfu"),
     ("flag-unknown", "train", lambda w, t: ["--frobnicate"], "--frobnicate"),
+    # Hugging Face export and import (trainer/hf/)
+    ("export-no-checkpoint", "scaleplan", lambda w, t: ["export", str(write(t / "run" / "config.yaml", "").parent),
+                                                        "--out", str(t / "out")], "has no checkpoint to export"),
+    ("export-into-full-folder", "scaleplan", lambda w, t: ["export", str(w / "runs" / "done"), "--out",
+                                                           str(write(t / "out" / "mine.txt", "keep").parent)],
+     "is not empty"),
+    ("export-missing-step", "scaleplan", lambda w, t: ["export", str(w / "runs" / "done"), "--step", "7", "--out",
+                                                       str(t / "out")], "no checkpoint of step 7"),
+    ("hf-other-arch", "train", lambda w, t: train_args(w, t, "model.init_from=hf:" + str(write(
+        t / "hf" / "config.json", json.dumps({"model_type": "llama", "hidden_size": 32})).parent)),
+     "set model.arch=llama"),
+    ("hf-other-shape", "train", lambda w, t: train_args(w, t, "model.init_from=hf:" + str(write(
+        t / "hf" / "config.json", json.dumps({"model_type": "gpt2", "n_layer": 2, "n_embd": 64})).parent)),
+     "n_embd=64 but model.d_model=32"),
+    ("hf-no-folder", "train", lambda w, t: train_args(w, t, f"model.init_from=hf:{t / 'nowhere'}"), "no such folder"),
 ]
 
 

@@ -144,3 +144,33 @@ def test_what_cannot_be_expressed_is_refused():
     assert "tie_embeddings" in export_refusal(ModelConfig(mup=True, tie_embeddings=True))
     assert export_refusal(ModelConfig(arch="llama", bias=True, n_heads=4, n_kv_heads=2)) is None
     assert json.loads(json.dumps(hf_config(ModelConfig(arch="llama"), None, None)))["model_type"] == "llama"
+
+
+def test_export_carries_the_data_tokenizer(tmp_path):
+    """Data prepared with a Hugging Face tokenizer: its files go beside the weights, AutoTokenizer
+    loads them, and config.json names its end-of-text token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer
+
+    from trainer.hf.tokenizer_files import data_tokenizer
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tokenizer.train_from_iterator(["def f(x):\n    return x\n"] * 20, trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "meta.json").write_text(json.dumps({"tokenizer": str(tmp_path / "tokenizer.json")}))
+    source = data_tokenizer({"data": {"dir": str(data)}})
+    assert source == tmp_path / "tokenizer.json"
+
+    model = ModelConfig(**{**SHAPE, "vocab_size": 280})
+    out = tmp_path / "out"
+    out.mkdir()
+    write_folder(out, to_hf(Transformer(model).state_dict(), model), model, source)
+    loaded = AutoTokenizer.from_pretrained(out)
+    assert loaded("return x")["input_ids"] == tokenizer.encode("return x").ids
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == eos
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == eos
