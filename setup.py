@@ -8,8 +8,9 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "numpy", "scipy", "pydantic>=2", "PyYAML", "matplotlib", "rich", "tqdm",
-        "tensorboard", "tokenizers",
+        "tensorboard", "tokenizers", "safetensors",
     ],
-    extras_require={"train": ["torch>=2.4", "deepspeed"]},
+    # hf: `transformers` itself, to load an exported folder (import and export need only safetensors)
+    extras_require={"train": ["torch>=2.4", "deepspeed"], "hf": ["transformers>=5"]},
     entry_points={"console_scripts": ["scaleplan=launch.cli:main"]},
 )

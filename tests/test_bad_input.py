@@ -173,6 +173,7 @@ CASES = [
         t / "hf" / "config.json", json.dumps({"model_type": "gpt2", "n_layer": 2, "n_embd": 64})).parent)),
      "n_embd=64 but model.d_model=32"),
     ("hf-no-folder", "train", lambda w, t: train_args(w, t, f"model.init_from=hf:{t / 'nowhere'}"), "no such folder"),
+    ("hf-no-scheme", "train", lambda w, t: train_args(w, t, f"model.init_from={t}"), "model.init_from"),
 ]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.model_spec import ModelSpec
 
@@ -38,20 +38,13 @@ class ModelConfig(Section):
                       "at mup_base_width hold at any d_model (hidden init and Adam LR scaled by 1/width_mult, "
                       "logits by 1/width_mult, attention by 1/d_head)")
     mup_base_width: int = Field(128, ge=8, description="the d_model the hyperparameters were tuned at (under mup)")
-    init_from: Optional[str] = Field(None, description="start from a local Hugging Face folder's weights: hf:DIR "
-                                     "(its config.json must agree with this section; trainer/hf/)")
+    init_from: Optional[str] = Field(None, pattern=r"^hf:.+", description="start from a local Hugging Face "
+                                     "folder's weights: hf:DIR (its config.json must agree with this section)")
 
     @property
     def width_mult(self) -> float:
         """d_model over the µP base width: 1.0 without µP, so the standard parametrization is untouched."""
         return self.d_model / self.mup_base_width if self.mup else 1.0
-
-    @field_validator("init_from")
-    @classmethod
-    def _hf_folder(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and (not value.startswith("hf:") or not value.removeprefix("hf:")):
-            raise ValueError("give hf:DIR, a local Hugging Face model folder")
-        return value
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":

@@ -48,7 +48,8 @@ def hf_config(model: ModelConfig, bos_token_id: Optional[int], eos_token_id: Opt
                 "num_hidden_layers": model.n_layers, "num_attention_heads": model.n_heads,
                 "num_key_value_heads": model.kv_heads, "head_dim": model.d_model // model.n_heads,
                 "hidden_act": "silu", "max_position_embeddings": model.seq_len, "rms_norm_eps": model.norm_eps,
-                "rope_parameters": {"rope_type": "default", "rope_theta": model.rope_theta},
+                # rope_parameters for transformers 5, rope_theta for the readers before it
+                "rope_parameters": {"rope_type": "default", "rope_theta": model.rope_theta}, "rope_theta": model.rope_theta,
                 "attention_bias": model.bias, "mlp_bias": model.bias, "attention_dropout": 0.0}
     # GPT-2 has no grouped-query attention: the export repeats each key/value head for its queries.
     return {**shared, "n_embd": model.d_model, "n_inner": model.ffn, "n_layer": model.n_layers,
