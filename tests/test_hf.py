@@ -15,7 +15,7 @@ pytest.importorskip("safetensors", reason="safetensors is not installed")
 os.environ["HF_HUB_OFFLINE"] = "1"   # nothing here may reach the network
 
 from launch.cli import main as scaleplan  # noqa: E402
-from tests.helpers import TINY, run_train, write_tiny_corpus  # noqa: E402
+from tests.helpers import DEEPSPEED_MISSING, TINY, run_train, write_tiny_corpus  # noqa: E402
 from trainer.config import ModelConfig, load_config  # noqa: E402
 from trainer.hf.config_json import export_refusal, hf_config  # noqa: E402
 from trainer.hf.export import write_folder  # noqa: E402
@@ -174,3 +174,24 @@ def test_export_carries_the_data_tokenizer(tmp_path):
     eos = tokenizer.token_to_id("<|endoftext|>")
     assert json.loads((out / "config.json").read_text())["eos_token_id"] == eos
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == eos
+
+
+@pytest.mark.parametrize("layout", [
+    pytest.param(["parallel.backend=ddp", "parallel.pp=2"], id="pp"),
+    pytest.param(["parallel.backend=deepspeed", "parallel.zero_stage=3"], id="zero3", marks=pytest.mark.skipif(
+        DEEPSPEED_MISSING, reason="DeepSpeed is not installed"))])
+def test_export_reads_every_layout(layout, data, tmp_path):
+    """Checkpoints of the layouts the round trip does not train: a pipeline's stages, DeepSpeed's gathered shards."""
+    from transformers import AutoModelForCausalLM
+
+    args = [*TINY, *model_overrides(ROUNDTRIP["llama_gqa"]), f"data.dir={data}", f"train.runs_dir={tmp_path}",
+            "train.steps=2", "precision.dtype=fp32", "train.name=run", *layout]
+    run_train(args, nproc=2)
+    assert scaleplan(["export", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    exported, info = AutoModelForCausalLM.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    cfg = load_config(None, args)
+    ours = Transformer(cfg.model)
+    ours.load_state_dict(read_model_state(find_checkpoint(tmp_path / "run", None)))
+    tokens_BT = torch.randint(0, cfg.model.vocab_size, (2, cfg.model.seq_len))
+    assert (our_logits(ours, tokens_BT) - hf_logits(exported.eval(), tokens_BT)).abs().max() < TOLERANCE
