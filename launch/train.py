@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, environ) -> int:
     from trainer.loop import train
     from trainer.runtime import Runtime, pick_device
 
-    TokenData.open(cfg.data.dir).check_fits(cfg.model.vocab_size, cfg.model.seq_len)
+    TokenData.open(cfg.data).check_fits(cfg.model.vocab_size, cfg.model.seq_len)
     local_rank = int(environ.get("LOCAL_RANK", 0))
     device = pick_device(cfg.train.device, local_rank)
     if device.type == "cuda":

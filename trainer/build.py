@@ -102,7 +102,7 @@ def build_run(cfg: Config, runtime: Runtime, layout: Layout, backend: str,
     if cfg.checkpoint.resume == "none" and checkpoint_steps(run_dir / "checkpoints"):
         raise UserError(f"{run_dir} already holds checkpoints: resume with checkpoint.resume=auto "
                         f"or pick another train.name")
-    data = TokenData.open(cfg.data.dir)
+    data = TokenData.open(cfg.data)   # one directory, or the weighted sources of a mixture
     data.check_fits(cfg.model.vocab_size, cfg.model.seq_len)
     n_micro = cfg.grad_accum_steps(layout.dp)
     mesh = build_mesh(layout, device)

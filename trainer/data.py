@@ -1,55 +1,39 @@
-"""Token data: memory-mapped token arrays written by `scaleplan prepare`, and a loader that samples
-deterministic windows from them.
+"""Token data: the loader that samples deterministic windows from prepared data (trainer/token_data.py
+opens it), and `prepare`, the small single-file preparation that tests and examples use (`scaleplan
+prepare` streams into shards instead: trainer/prepare/).
 
-A prepared directory holds `train.bin`, `val.bin` (flat token ids, uint16 or uint32 by vocabulary
-size) and `meta.json` (tokenizer, vocab size, token counts, source). Windows are drawn from a seed and
-the step number alone, so the loader's whole position is the step it is at: resuming is exact and the
-data seen does not depend on how many ranks share it.
+A single-file directory holds `train.bin`, `val.bin` (flat token ids, uint16 or uint32 by vocabulary
+size) and `meta.json`. Windows are drawn from a seed and the step number alone, so the loader's whole
+position is the step it is at: resuming is exact and the data seen does not depend on how many ranks
+share it. In a mixture each window's source is drawn by weight in the same (seed, step) draw.
 """
 from __future__ import annotations
 
 import json
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import torch
 
 from planner.errors import UserError
+from trainer.prepare.shards import token_dtype
+from trainer.prepare.sources import stdlib_sources
+from trainer.token_data import SPLITS, MixedSplit, TokenData, TokenSplit
 from trainer.tokenizer import Tokenizer
 
-SPLITS = ("train", "val")
-FULL_SCAN_TOKENS = 2**27   # token files up to this size are checked whole for ids beyond the vocabulary
+__all__ = ["SPLITS", "BatchFilter", "MixedSplit", "TokenData", "TokenSplit", "WindowSampler", "eval_windows",
+           "prepare", "stdlib_sources", "token_dtype"]
+
+Tokens = Union[np.ndarray, TokenSplit, MixedSplit]   # what the sampler reads: one array, one split, a mixture
 
 
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
-
-
-def stdlib_sources() -> list[Path]:
-    """The running interpreter's standard library (.py files, tests and site-packages left out):
-    the built-in default corpus, present on every machine without a download."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
-    return sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts))
-
-
-def expand_sources(paths: Iterable[str]) -> list[Path]:
-    """Files as given, and every file under a directory (sorted, so the corpus order is fixed)."""
-    files = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise UserError(f"source not found: {text}")
-    if not files:
-        raise UserError("no source files to tokenize")
-    return files
+def as_mixture(tokens: Tokens) -> MixedSplit:
+    if isinstance(tokens, MixedSplit):
+        return tokens
+    split = tokens if isinstance(tokens, TokenSplit) else TokenSplit([tokens])
+    return MixedSplit((split,), (1.0,), ("data",))
 
 
 def prepare(sources: list[Path], tokenizer: Tokenizer, out_dir: Path, val_fraction: float = 0.01,
@@ -89,59 +73,6 @@ def prepare(sources: list[Path], tokenizer: Tokenizer, out_dir: Path, val_fracti
     return meta
 
 
-@dataclass(frozen=True)
-class TokenData:
-    """The prepared splits, memory-mapped."""
-
-    meta: dict
-    train: np.ndarray
-    val: np.ndarray
-
-    @classmethod
-    def open(cls, directory: str | Path) -> "TokenData":
-        directory = Path(directory)
-        meta_path = directory / "meta.json"
-        if not meta_path.is_file():
-            raise UserError(f"no prepared data in {directory} (missing meta.json): run "
-                            f"`scaleplan prepare --out {directory}` or set data.dir")
-        try:
-            meta = json.loads(meta_path.read_text())
-            dtype = np.dtype(meta["dtype"])
-            int(meta["vocab_size"]), dict(meta.get("tokens") or {})
-        except (ValueError, KeyError, TypeError) as error:
-            raise UserError(f"{meta_path} is not a scaleplan data header: {error}") from None
-        arrays = {}
-        for split in SPLITS:
-            path = directory / f"{split}.bin"
-            if not path.is_file():
-                raise UserError(f"data file missing: {path}")
-            size = path.stat().st_size
-            if size % dtype.itemsize:
-                raise UserError(f"{path} has {size} bytes, not a whole number of {dtype.name} tokens: it was cut "
-                                f"short; run `scaleplan prepare` again")
-            expected = (meta.get("tokens") or {}).get(split)
-            if expected is not None and size // dtype.itemsize != expected:
-                raise UserError(f"{path} holds {size // dtype.itemsize} tokens but {meta_path.name} says {expected}: "
-                                f"the files are from different preparations; run `scaleplan prepare` again")
-            arrays[split] = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype)
-        return cls(meta, arrays["train"], arrays["val"])
-
-    def check_fits(self, vocab_size: int, seq_len: int) -> None:
-        if self.meta["vocab_size"] > vocab_size:
-            raise UserError(f"data vocabulary {self.meta['vocab_size']} is larger than "
-                            f"model.vocab_size {vocab_size}")
-        for split in SPLITS:
-            tokens = getattr(self, split)
-            if tokens.size <= seq_len + 1:
-                raise UserError(f"{split} split has {tokens.size} tokens, fewer than "
-                                f"model.seq_len + 1 = {seq_len + 1}")
-            # Small splits are read whole; large ones sampled (the loader skips bad windows anyway).
-            sample = tokens if tokens.size <= FULL_SCAN_TOKENS else tokens[::tokens.size // FULL_SCAN_TOKENS + 1]
-            largest = int(sample.max())
-            if largest >= self.meta["vocab_size"]:
-                raise UserError(f"{split}.bin: token id {largest} is beyond the vocabulary of {self.meta['vocab_size']} "
-                                f"in meta.json: the data and its header disagree; run `scaleplan prepare` again")
-
 
 @dataclass(frozen=True)
 class BatchFilter:
@@ -168,60 +99,84 @@ MAX_REDRAWS = 32   # a degenerate window is replaced by another draw, this many 
 
 class WindowSampler:
     """Random windows of seq_len + 1 tokens, fixed by (seed, step): step s draws `global_batch`
-    start offsets; data-parallel rank r takes the r-th contiguous slice of them, so no two ranks
-    read the same window in a step, and together they read exactly what one process would.
+    (source, position) pairs; data-parallel rank r takes the r-th contiguous slice of them, so no two
+    ranks read the same window in a step, and together they read exactly what one process would.
+
+    One source: the draw is the single-file loader's, `integers(0, window starts)`. A mixture: each
+    slot's source is drawn by weight, then its position uniformly among that source's window starts.
+    `windows_read` counts every rank's windows per source (the same on every rank: the draw is global).
 
     With a `BatchFilter`, a degenerate window is replaced by one drawn from (seed, step, its index in
-    the global batch, attempt): the replacement too does not depend on the number of ranks. Each
-    replacement is kept in `skipped` (step, offset, reason) until the loop collects it."""
+    the global batch, attempt), from the same source: the replacement too does not depend on the number
+    of ranks. Each replacement is kept in `skipped` (step, offset, reason) until the loop collects it."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, global_batch: int, dp_rank: int,
+    def __init__(self, tokens: Tokens, seq_len: int, global_batch: int, dp_rank: int,
                  dp_size: int, seed: int, batch_filter: Optional[BatchFilter] = None):
-        self.tokens, self.seq_len = tokens, seq_len
+        self.mixture, self.seq_len = as_mixture(tokens), seq_len
         self.global_batch, self.dp_rank, self.dp_size, self.seed = global_batch, dp_rank, dp_size, seed
         self.batch_filter = batch_filter
+        self.starts = np.array([split.window_starts(seq_len).sum() for split in self.mixture.splits])
+        weights = np.asarray(self.mixture.weights, dtype=np.float64)
+        self.probabilities = weights / weights.sum()
         self.step = 0
+        self.windows_read = np.zeros(len(self.starts), dtype=np.int64)
         self.skipped: list[dict] = []
 
-    def _high(self) -> int:
-        return self.tokens.size - self.seq_len - 1
+    def global_windows(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source, position) of every window of step `step`, over all ranks."""
+        rng = np.random.default_rng([self.seed, step])
+        if len(self.starts) == 1:
+            return np.zeros(self.global_batch, dtype=np.int64), rng.integers(0, self.starts[0], size=self.global_batch)
+        sources = rng.choice(len(self.starts), size=self.global_batch, p=self.probabilities)
+        positions = (rng.random(self.global_batch) * self.starts[sources]).astype(np.int64)
+        return sources, positions
 
     def global_offsets(self, step: int) -> np.ndarray:
-        """Start offsets of every window of step `step`, over all ranks."""
-        return np.random.default_rng([self.seed, step]).integers(0, self._high(), size=self.global_batch)
+        """Every window's position (within its source) of step `step`, for event records."""
+        return self.global_windows(step)[1]
 
-    def offsets(self, step: int) -> np.ndarray:
+    def windows(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's slice of them."""
         per_rank = self.global_batch // self.dp_size
-        return self.global_offsets(step)[self.dp_rank * per_rank:(self.dp_rank + 1) * per_rank]
+        mine = slice(self.dp_rank * per_rank, (self.dp_rank + 1) * per_rank)
+        sources, positions = self.global_windows(step)
+        return sources[mine], positions[mine]
 
-    def _window(self, offset: int) -> np.ndarray:
-        return np.asarray(self.tokens[offset:offset + self.seq_len + 1])
+    def _window(self, source: int, position: int) -> np.ndarray:
+        return self.mixture.splits[source].window(int(position), self.seq_len)
 
-    def _checked(self, step: int, index: int, offset: int) -> np.ndarray:
-        """The window at `offset`, or the first good redraw for global batch slot `index`."""
-        window = self._window(offset)
+    def _checked(self, step: int, index: int, source: int, position: int) -> np.ndarray:
+        """The window at `position` of `source`, or the first good redraw for global batch slot `index`."""
+        window = self._window(source, position)
         if self.batch_filter is None:
             return window
         for attempt in range(MAX_REDRAWS):
             reason = self.batch_filter.problem(window)
             if reason is None:
                 return window
-            self.skipped.append({"step": step, "offset": int(offset), "reason": reason})
-            offset = int(np.random.default_rng([self.seed, step, index, attempt + 1]).integers(0, self._high()))
-            window = self._window(offset)
+            self.skipped.append({"step": step, "offset": int(position), "reason": reason,
+                                 **({"source": self.mixture.names[source]} if len(self.starts) > 1 else {})})
+            position = int(np.random.default_rng([self.seed, step, index, attempt + 1]).integers(0, self.starts[source]))
+            window = self._window(source, position)
         return window   # the data is degenerate nearly everywhere: train on it rather than stall
 
     def micro_batches(self, micro_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's (inputs, targets) for the current step, micro_batch sequences at a time;
         advances to the next step when exhausted."""
-        step, offsets = self.step, self.offsets(self.step)
+        step = self.step
+        sources, positions = self.windows(step)
+        self.windows_read += np.bincount(self.global_windows(step)[0], minlength=len(self.starts))
         self.step += 1
-        first = self.dp_rank * len(offsets)
-        for start in range(0, len(offsets), micro_batch):
-            rows = [self._checked(step, first + start + i, o) for i, o in enumerate(offsets[start:start + micro_batch])]
+        first = self.dp_rank * len(positions)
+        for start in range(0, len(positions), micro_batch):
+            rows = [self._checked(step, first + start + i, s, p)
+                    for i, (s, p) in enumerate(zip(sources[start:start + micro_batch], positions[start:start + micro_batch]))]
             window_BT = torch.from_numpy(np.stack(rows).astype(np.int64))
             yield window_BT[:, :-1], window_BT[:, 1:]
+
+    def tokens_read(self) -> dict[str, int]:
+        """Tokens trained on per source so far, over all ranks."""
+        return {name: int(n) * self.seq_len for name, n in zip(self.mixture.names, self.windows_read)}
 
     def take_skipped(self) -> list[dict]:
         """The degenerate windows replaced since the last call."""
@@ -229,14 +184,20 @@ class WindowSampler:
         return skipped
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "seed": self.seed}
+        return {"step": self.step, "seed": self.seed, "windows_read": self.windows_read.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.seed = int(state["step"]), int(state["seed"])
+        if len(state.get("windows_read", ())) == len(self.windows_read):   # older checkpoints lack it
+            self.windows_read = np.asarray(state["windows_read"], dtype=np.int64)
 
 
-def eval_windows(tokens: np.ndarray, seq_len: int, n_windows: int, seed: int) -> torch.Tensor:
-    """A fixed set of validation windows (B, seq_len + 1), the same at every evaluation."""
-    rng = np.random.default_rng([seed, 2**31 - 1])
-    offsets = rng.integers(0, tokens.size - seq_len - 1, size=n_windows)
-    return torch.from_numpy(np.stack([tokens[o:o + seq_len + 1] for o in offsets]).astype(np.int64))
+def eval_windows(tokens: Tokens, seq_len: int, n_windows: int, seed: int) -> torch.Tensor:
+    """A fixed set of validation windows (B, seq_len + 1), the same at every evaluation: n_windows of
+    each source, source after source (one source: the single-file loader's windows)."""
+    mixture, rows = as_mixture(tokens), []
+    for number, split in enumerate(mixture.splits):
+        key = [seed, 2**31 - 1] if len(mixture.splits) == 1 else [seed, 2**31 - 1, number]
+        positions = np.random.default_rng(key).integers(0, split.window_starts(seq_len).sum(), size=n_windows)
+        rows += [split.window(int(p), seq_len) for p in positions]
+    return torch.from_numpy(np.stack(rows).astype(np.int64))
