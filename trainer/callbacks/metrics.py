@@ -1,6 +1,6 @@
 """The metrics line of each log step (metrics.jsonl and TensorBoard): loss, learning rate, gradient
-norm, throughput, MFU, memory, model-state bytes, degenerate windows, and what the other callbacks
-put in the record; and the progress bar."""
+norm, throughput, MFU, memory, model-state bytes, degenerate windows, a mixture's tokens per source,
+and what the other callbacks put in the record; and the progress bar."""
 from __future__ import annotations
 
 import time
@@ -37,7 +37,7 @@ class MetricsLogger(Callback):
         record = {"loss": loss.item() / run.runtime.world_size, "lr": outcome.lr,
                   "grad_norm": outcome.result.grad_norm.item(), **self.rate.measure(outcome.step),
                   "model_states_gib": self.model_states_gib(), "bad_windows": self.log_bad_windows(),
-                  **outcome.record}
+                  **self.tokens_per_source(), **outcome.record}
         run.metrics.write(outcome.step, record)
         self.progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
 
@@ -55,6 +55,13 @@ class MetricsLogger(Callback):
             self.run.metrics.write(window["step"] + 1, {"event": "bad_window", **window})
         self.bad_windows += len(windows)
         return self.bad_windows
+
+    def tokens_per_source(self) -> dict:
+        """A mixture's tokens read so far from each source, over all ranks (`tokens/<name>`): every rank
+        counts the whole global batch's draw, so no communication is needed."""
+        if not self.run.data.mixture:
+            return {}
+        return {f"tokens/{name}": tokens for name, tokens in self.run.sampler.tokens_read().items()}
 
     def model_states_gib(self) -> float:
         """The largest model-state footprint of any rank at the last measured step: parameters,
