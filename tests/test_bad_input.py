@@ -2,6 +2,7 @@
 on stderr that names the problem, no traceback, and nothing already on disk lost or changed."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -174,7 +175,69 @@ CASES = [
      "n_embd=64 but model.d_model=32"),
     ("hf-no-folder", "train", lambda w, t: train_args(w, t, f"model.init_from=hf:{t / 'nowhere'}"), "no such folder"),
     ("hf-no-scheme", "train", lambda w, t: train_args(w, t, f"model.init_from={t}"), "model.init_from"),
+    # scaleplan prepare (its --out inside the world: a refused preparation must leave nothing there)
+    ("prepare-jsonl-malformed", "scaleplan", lambda w, t: prepare_args(w, write(
+        t / "c.jsonl", '{"text": "fine"}\n\n{"text": broken\n')), "c.jsonl:3 is not a JSON line"),
+    ("prepare-jsonl-malformed-in-worker", "scaleplan", lambda w, t: [*prepare_args(w, write(
+        t / "c.jsonl", '{"text": "a"}\n' * 3 + "[1, 2\n")), "--workers", "2"], "c.jsonl:4 is not a JSON line"),
+    ("prepare-jsonl-no-field", "scaleplan", lambda w, t: prepare_args(w, write(t / "c.jsonl", '{"body": "x"}\n')),
+     "c.jsonl:1 has no field 'text'"),
+    ("prepare-parquet-no-column", "scaleplan", lambda w, t: prepare_args(w, parquet(t / "c.parquet", "body")),
+     "has no column 'text'"),
+    ("prepare-gzip-corrupt", "scaleplan", lambda w, t: prepare_args(w, write(t / "c.jsonl.gz", b"\x1f\x8b" + bytes(64))),
+     "not a valid gzip file"),
+    ("prepare-gzip-cut-short", "scaleplan", lambda w, t: prepare_args(w, write(
+        t / "c.jsonl.gz", gzip.compress(b"".join(b'{"text": "%d"}\n' % i for i in range(5000)))[:3000])), "not a valid gzip file"),
+    ("prepare-zstd-corrupt", "scaleplan", lambda w, t: prepare_args(w, write(t / "c.jsonl.zst", b"\x28\xb5\x2f\xfd" +
+                                                                              bytes(range(60)))), "not a valid zstd file"),
+    ("prepare-parquet-corrupt", "scaleplan", lambda w, t: prepare_args(w, write(t / "c.parquet", b"PAR1" + bytes(100))),
+     "not a valid Parquet file"),
+    ("prepare-tokenizer-not-json", "scaleplan", lambda w, t: [*prepare_args(w, write(t / "c.jsonl", '{"text": "a"}\n')),
+                                                              "--tokenizer", str(write(t / "tok.json", "{nope"))],
+     "is not a tokenizers JSON file"),
+    ("prepare-tokenizer-empty-folder", "scaleplan", lambda w, t: [*prepare_args(w, write(t / "c.jsonl", '{"text": "a"}\n')),
+                                                                  "--tokenizer", str(write(t / "tok" / "x.txt", "").parent)],
+     "no tokenizer.json in the folder"),
+    ("prepare-source-missing", "scaleplan", lambda w, t: prepare_args(w, t / "nothing.jsonl"), "source not found"),
+    ("prepare-glob-matches-nothing", "scaleplan", lambda w, t: prepare_args(w, f"{t}/*.parquet"), "no file matches"),
+    # mixtures
+    ("mixture-two-tokenizers", "train", lambda w, t: train_args(w, t, "data.sources=[{dir: %s}, {dir: %s}]" % (
+        w / "data", hf_prepared(t))), "one mixture needs one tokenizer"),
+    ("mixture-negative-weight", "train", lambda w, t: train_args(w, t, "data.sources=[{dir: %s, weight: -0.5}, "
+                                                                       "{dir: %s, name: b}]" % (w / "data", w / "data")),
+     "weight -0.5 is negative"),
+    ("mixture-weights-sum-to-zero", "train", lambda w, t: train_args(w, t, "data.sources=[{dir: %s, weight: 0}]" % (
+        w / "data")), "the weights sum to 0"),
+    ("mixture-missing-source", "train", lambda w, t: train_args(w, t, "data.sources=[{dir: %s}, {dir: %s}]" % (
+        w / "data", t / "nowhere")), "no prepared data"),
 ]
+
+
+def prepare_args(world: Path, source) -> list[str]:
+    return ["prepare", str(source), "--out", str(world / "prepared"), "--workers", "1"]
+
+
+def parquet(path: Path, column: str) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({column: ["some text"]}), path)
+    return path
+
+
+def hf_prepared(tmp: Path) -> Path:
+    """A data directory prepared with a Hugging Face tokenizer (made here, no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator(["def f(x):\n    return x\n"] * 20, trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(tmp / "tokenizer.json"))
+    corpus = write(tmp / "corpus.jsonl", '{"text": "def f(x):\\n    return x\\n"}\n' * 400)
+    assert scaleplan(["prepare", str(corpus), "--tokenizer", str(tmp / "tokenizer.json"), "--out", str(tmp / "hfdata"),
+                      "--workers", "1", "--val-fraction", "0.1"]) == 0
+    return tmp / "hfdata"
 
 
 def runs_csv(bad: str) -> str:

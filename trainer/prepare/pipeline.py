@@ -64,7 +64,7 @@ def prepare_corpus(sources: list[Source], out: Path, options: PrepareOptions,
     for split in ("train", "val"):   # never delete a folder that is not ours
         if (out / split).exists() and previous is None:
             raise UserError(f"{out / split} exists and is not a scaleplan preparation: pick another --out")
-    staging = out / STAGING
+    staging, created = out / STAGING, not out.exists()
     staging.mkdir(parents=True, exist_ok=True)
     progress, resumed = resume_point(staging, header["recipe_hash"], len(sources))
     try:
@@ -77,10 +77,14 @@ def prepare_corpus(sources: list[Source], out: Path, options: PrepareOptions,
         writers = open_writers(staging, options, recipe, progress)
     try:
         write_all(sources, options, recipe, progress, writers, staging)
-    except BaseException:
+    except BaseException as error:
         for writer in writers.values():
             writer.abandon()
-        raise
+        if isinstance(error, UserError):   # bad input: nothing to resume, so leave nothing behind
+            clear_staging(staging, remove=True)
+            if created and not any(out.iterdir()):
+                out.rmdir()
+        raise   # an interruption keeps the staged shards and the record for the re-run
     shards = {split: writer.close() for split, writer in writers.items()}
     index = build_index(header, sources, progress.sources, shards)
     publish(out, index)

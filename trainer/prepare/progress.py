@@ -73,8 +73,8 @@ def resume_point(staging: Path, recipe_hash: str, n_sources: int) -> tuple[Progr
         return Progress.fresh(recipe_hash, n_sources), False
 
 
-def clear_staging(staging: Path) -> None:
-    """Remove what an abandoned preparation left (only our own staged files)."""
+def clear_staging(staging: Path, remove: bool = False) -> None:
+    """Remove what an abandoned preparation left (only our own staged files); the folder too if `remove`."""
     for split in ("train", "val"):
         folder = staging / split
         if folder.is_dir():
@@ -83,6 +83,8 @@ def clear_staging(staging: Path) -> None:
             folder.rmdir()
     for name in ("progress.json", "progress.json.tmp"):
         (staging / name).unlink(missing_ok=True)
+    if remove and staging.is_dir() and not any(staging.iterdir()):
+        staging.rmdir()
 
 
 def previous_index(out: Path) -> Optional[dict]:
