@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1")
+    if args.workers > 1:   # the workers are the parallelism: no tokenizer thread pools inside each on top
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sources = (expand_sources(args.sources) if args.sources
                else [Source("python-stdlib", tuple(stdlib_sources()))])
     options = PrepareOptions(tokenizer=args.tokenizer, text_field=args.text_field, separator=args.separator,
