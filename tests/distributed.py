@@ -193,8 +193,9 @@ def _wait(workers: list, deadline: float) -> int:
         if now >= kill_at:
             for worker in pending.values():
                 _kill(worker)
-        for sentinel in wait(list(pending), timeout=max(0.0, min(deadline, kill_at) - now)):
-            worker = pending.pop(sentinel)
+            kill_at = float("inf")
+        ready = wait(list(pending), timeout=max(0.0, min(deadline, kill_at) - now))
+        for worker in sorted((pending.pop(sentinel) for sentinel in ready), key=workers.index):
             worker.join()
             if worker.exitcode != 0 and first_failure is None:
                 first_failure = worker.exitcode
