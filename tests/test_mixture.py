@@ -94,3 +94,22 @@ def test_mixture_logs_tokens_and_validation_loss_per_source(sources, tmp_path):
     assert last["val_loss"] == pytest.approx(sum(w * last[f"val_loss/{n}"] for n, w in zip(NAMES, (0.5, 0.3, 0.2))))
     logged = [line for line in lines if "loss" in line]
     assert sum(logged[-1][f"tokens/{name}"] for name in NAMES) == 5 * 8 * 32   # steps x batch x seq_len
+
+
+def test_allocate_reports_epochs_per_source(sources, tmp_path, capsys):
+    from launch.cli import main as scaleplan
+
+    config = tmp_path / "mix.yaml"
+    items = "\n".join(f"    - {{dir: {sources / n}, weight: {w}}}" for n, w in zip(NAMES, (0.5, 0.3, 0.2)))
+    config.write_text(f"train:\n  global_batch: 8\ndata:\n  sources:\n{items}\n")
+    assert scaleplan(["allocate", "--flops", "1e13", "--vocab-size", "256", "--unique-tokens", str(config), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    unique = {n: json.loads((sources / n / "index.json").read_text())["tokens"]["train"] for n in NAMES}
+    for name, weight in zip(NAMES, (0.5, 0.3, 0.2)):
+        assert payload["epochs_per_source"][name] == pytest.approx(payload["D"] * weight / unique[name])
+    assert payload["unique_tokens"] == sum(unique.values())
+    # one directory is the one-number case
+    assert scaleplan(["allocate", "--flops", "1e13", "--vocab-size", "256", "--unique-tokens", str(sources / "prose"), "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert scaleplan(["allocate", "--flops", "1e13", "--vocab-size", "256", "--unique-tokens", str(unique["prose"]), "--json"]) == 0
+    assert one["N"] == pytest.approx(json.loads(capsys.readouterr().out)["N"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 from planner.errors import UserError
 from planner.hardware import CATALOG
@@ -61,6 +61,7 @@ class Allocation:
     unique_tokens: Optional[float] = None
     effective_tokens: Optional[float] = None
     warnings: list[str] = field(default_factory=list)
+    epochs_per_source: dict[str, float] = field(default_factory=dict)   # a mixture's epochs over each source
 
     @property
     def tokens_per_param(self) -> float:
@@ -75,23 +76,43 @@ class Allocation:
                "loss": self.loss, "law": self.law}
         if self.unique_tokens is not None:
             out.update(unique_tokens=self.unique_tokens, epochs=self.epochs, effective_tokens=self.effective_tokens)
+        if self.epochs_per_source:
+            out["epochs_per_source"] = self.epochs_per_source
         return out
 
 
-def allocate(law: ScalingLaw, C: float, unique_tokens: Optional[float] = None) -> Allocation:
+def mixture_effective_tokens(D: float, sources: Sequence[tuple[str, float, float]]) -> float:
+    """D tokens drawn from sources (name, share of the draws, unique tokens): each source's tokens
+    count at their own decayed value, so a small source repeated many times is worth less."""
+    total = sum(share for _, share, _ in sources)
+    return sum(effective_tokens(D * share / total, unique) for _, share, unique in sources)
+
+
+def allocate(law: ScalingLaw, C: float, unique_tokens: Optional[float] = None,
+             sources: Optional[Sequence[tuple[str, float, float]]] = None) -> Allocation:
     """The loss-minimising (N, D) with 6 N D = C; with `unique_tokens`, D counts repeated data at
-    its decayed value D' and the optimum moves towards bigger models and fewer epochs."""
+    its decayed value D' and the optimum moves towards bigger models and fewer epochs. With `sources`
+    (a mixture: name, weight, unique tokens), each source's share of D is decayed on its own."""
     N, D = law.optimal_allocation(C)
+    if sources:
+        unique_tokens = sum(unique for _, _, unique in sources)
+        if any(not unique > 0 for _, weight, unique in sources if weight > 0):
+            raise UserError("a source of the mixture has no training tokens: prepare it first")
     if unique_tokens is None:
         return Allocation(C=C, N=N, D=D, loss=float(law.predict(N, D)), law=law.name)
     if not math.isfinite(unique_tokens) or unique_tokens <= 0:
         raise UserError(f"--unique-tokens must be positive, got {unique_tokens}")
-    if law.tokens_per_param is None and D > unique_tokens:
+    used = [s for s in sources or () if s[1] > 0]
+
+    def worth(D: float) -> float:   # what D tokens are worth in fresh ones: one source, or the mixture's sum
+        return mixture_effective_tokens(D, used) if used else effective_tokens(D, unique_tokens)
+
+    if law.tokens_per_param is None and worth(D) < D:
         from scipy.optimize import minimize_scalar
 
         def constrained_loss(log_N: float) -> float:
             n = math.exp(log_N)
-            return float(law.predict(n, effective_tokens(C / (FLOPS_PER_PARAM_TOKEN * n), unique_tokens)))
+            return float(law.predict(n, worth(C / (FLOPS_PER_PARAM_TOKEN * n))))
 
         # The constrained optimum lies between the unconstrained N and the N that sees U once
         # times a generous margin; Brent's bounded search on log N is exact to ~1e-9.
@@ -99,10 +120,16 @@ def allocate(law: ScalingLaw, C: float, unique_tokens: Optional[float] = None) -
         best = minimize_scalar(constrained_loss, bounds=(low, high), method="bounded", options={"xatol": 1e-9})
         N = math.exp(best.x)
         D = C / (FLOPS_PER_PARAM_TOKEN * N)
-    D_effective = effective_tokens(D, unique_tokens)
+    D_effective = worth(D)
     allocation = Allocation(C=C, N=N, D=D, loss=float(law.predict(N, D_effective)), law=law.name,
                             unique_tokens=unique_tokens, effective_tokens=D_effective)
-    if allocation.epochs > SAFE_EPOCHS:
+    total_weight = sum(weight for _, weight, _ in used)
+    allocation.epochs_per_source = {name: D * weight / total_weight / unique for name, weight, unique in used}
+    for name, epochs in allocation.epochs_per_source.items():
+        if epochs > SAFE_EPOCHS:
+            allocation.warnings.append(f"{epochs:.1f} epochs over source {name}: past ~{SAFE_EPOCHS:.0f} epochs "
+                                       f"its repeated tokens are worth markedly less than fresh ones")
+    if allocation.epochs > SAFE_EPOCHS and not used:
         allocation.warnings.append(
             f"{allocation.epochs:.1f} epochs over the unique data: past ~{SAFE_EPOCHS:.0f} epochs repeated tokens "
             f"are worth markedly less than fresh ones (Muennighoff et al. 2023); find more data or spend less compute")
