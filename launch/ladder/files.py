@@ -19,11 +19,13 @@ def config_hash(path: Path) -> str:
 
 
 def data_tokens(config) -> Optional[float]:
-    """Training tokens of the config's prepared data (None when it is not prepared)."""
-    meta = Path(config.data.dir) / "meta.json"
+    """Training tokens of the config's prepared data, all its sources together (None when it is not
+    prepared): single-file or sharded directories alike."""
+    from trainer.token_data import TokenData
+
     try:
-        return float(json.loads(meta.read_text())["tokens"]["train"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(TokenData.open(config.data).meta["tokens"]["train"])
+    except UserError:
         return None
 
 
