@@ -113,3 +113,22 @@ def test_allocate_reports_epochs_per_source(sources, tmp_path, capsys):
     one = json.loads(capsys.readouterr().out)
     assert scaleplan(["allocate", "--flops", "1e13", "--vocab-size", "256", "--unique-tokens", str(unique["prose"]), "--json"]) == 0
     assert one["N"] == pytest.approx(json.loads(capsys.readouterr().out)["N"])
+
+
+def test_ladder_counts_each_source(sources):
+    """The ladder's data advice reads the base config's mixture per source, and the fit's allocation
+    reports epochs per source, like `allocate --unique-tokens CONFIG`."""
+    from launch.ladder.files import data_sources
+    from planner.scaling.law import ScalingLaw
+    from planner.scaling.ladder_fit import fit_rungs
+
+    config = load_config(None, ["train.global_batch=8", mixture_config(sources, (0.5, 0.3, 0.2))])
+    found = data_sources(config)
+    unique = {n: json.loads((sources / n / "index.json").read_text())["tokens"]["train"] for n in NAMES}
+    assert found == [(n, w, float(unique[n])) for n, w in zip(NAMES, (0.5, 0.3, 0.2))]
+    law = ScalingLaw(E=1.7, A=400.0, B=410.0, alpha=0.34, beta=0.28)
+    grid = [(N, D) for N in (3e4, 6e4, 1.2e5, 2.4e5) for D in (1e6, 3e6, 1e7)]
+    kept = [({"N": N, "D": D}, float(law.predict(N, D))) for N, D in grid]
+    allocation = fit_rungs(kept, 6e12, None, "synthetic", found).allocation
+    for name, weight in zip(NAMES, (0.5, 0.3, 0.2)):
+        assert allocation.epochs_per_source[name] == pytest.approx(allocation.D * weight / unique[name])

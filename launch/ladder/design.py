@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from launch.ladder.files import config_hash, data_tokens
+from launch.ladder.files import config_hash, data_sources
 from launch.ladder.lr_sweep import LR_SWEEP
 from launch.ladder.rung_config import ladder_config
 from launch.output import human, print_json, print_warnings
@@ -66,12 +66,14 @@ def design(args: argparse.Namespace) -> int:
     planned = sum(r["C"] for r in rungs)
     N_prior, _ = prior.optimal_allocation(target)
     low, high = chosen.best.interval(N_prior)
-    unique = args.unique_tokens if args.unique_tokens is not None else data_tokens(base)
+    # the user's count, or each source of the base config's data (epochs counted per source)
+    sources = None if args.unique_tokens is not None else data_sources(base)
+    unique = args.unique_tokens if sources is None else sum(tokens for _, _, tokens in sources)
     advice = {}
     if unique is not None:
-        allocation = allocate(prior, target, unique)
+        allocation = allocate(prior, target, None if sources else unique, sources)
         warnings += allocation.warnings
-        advice = {"unique_tokens": unique, "target_allocation": allocation.to_json()}
+        advice = {"unique_tokens": unique, "sources": sources, "target_allocation": allocation.to_json()}
         largest_D = max(r["D"] for r in rungs)
         if largest_D / unique > SAFE_EPOCHS:
             warnings.append(f"the ladder's longest run reads {largest_D / unique:.1f} epochs of the {human(unique)} "

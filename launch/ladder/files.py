@@ -18,15 +18,16 @@ def config_hash(path: Path) -> str:
     return hashlib.sha256(load_config(path).to_yaml().encode()).hexdigest()[:16]
 
 
-def data_tokens(config) -> Optional[float]:
-    """Training tokens of the config's prepared data, all its sources together (None when it is not
-    prepared): single-file or sharded directories alike."""
+def data_sources(config) -> Optional[list[tuple[str, float, float]]]:
+    """(name, weight, training tokens) of each source of the config's prepared data (one for a plain
+    `data.dir`, single-file or sharded); None when it is not prepared."""
     from trainer.token_data import TokenData
 
     try:
-        return float(TokenData.open(config.data).meta["tokens"]["train"])
+        data = TokenData.open(config.data)
     except UserError:
         return None
+    return [(source.name, float(source.weight), float(source.train.size)) for source in data.sources]
 
 
 def load_ladder(directory: Path, config: Optional[str]) -> dict:

@@ -35,7 +35,8 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict, train: T
         raise UserError(f"only {len(kept)} of {len(ladder['runs'])} ladder runs finished with a usable loss; the "
                         f"law needs at least {MIN_RUNS}: train the rest (`scaleplan ladder run {directory}`)")
     target = float(ladder["target_flops"])
-    result = fit_rungs(kept, target, ladder.get("data", {}).get("unique_tokens"), str(directory))
+    data = ladder.get("data", {})
+    result = fit_rungs(kept, target, data.get("unique_tokens"), str(directory), data.get("sources"))
     runs, fit, boot, allocation = result.runs, result.fit, result.boot, result.allocation
     model = base.model
     smallest = float(min(r["N"] for r in ladder["runs"]))
@@ -85,6 +86,9 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict, train: T
     n_low, n_high = boot.intervals()["N_opt"]
     print(f"at {target:.3g} FLOPs: N_opt {human(allocation.N)} [{human(n_low)}, {human(n_high)}], D_opt "
           f"{human(allocation.D)} ({100 * CONFIDENCE:.0f} % bootstrap over {len(runs)} runs)")
+    if allocation.epochs_per_source:
+        print("epochs per source: " + ", ".join(f"{name} {epochs:.2f}"
+                                                for name, epochs in allocation.epochs_per_source.items()))
     print(f"next run: {shape.describe()}, {human(D_next)} tokens -> {next_path}")
     print(f"predicted loss {predicted:.4f} in [{low:.4f}, {high:.4f}] ({100 * CONFIDENCE:.0f} %: the bootstrap's "
           f"laws with the rungs' leave-one-out error {100 * spread:.1f} %; residual noise {100 * noise:.1f} %)")

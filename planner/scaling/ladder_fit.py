@@ -56,13 +56,15 @@ class LadderFit:
         return predicted, low, high
 
 
-def fit_rungs(kept: list[tuple[dict, float]], target: float, unique_tokens: Optional[float], source: str) -> LadderFit:
-    """Fit the law to the kept runs and allocate `target` FLOPs by it."""
+def fit_rungs(kept: list[tuple[dict, float]], target: float, unique_tokens: Optional[float], source: str,
+              data_sources: Optional[list] = None) -> LadderFit:
+    """Fit the law to the kept runs and allocate `target` FLOPs by it (with `data_sources`, a mixture's
+    (name, weight, unique tokens): each source's repetition counted on its own)."""
     runs = Runs(N=np.array([float(r['N']) for r, _ in kept]), D=np.array([float(r['D']) for r, _ in kept]),
                 loss=np.array([loss for _, loss in kept]), source=source)
     fit = fit_law(runs)
     boot = bootstrap(runs, fit, BOOTSTRAP_RESAMPLES, target, confidence=CONFIDENCE)
-    allocation = allocate(fit.law, target, unique_tokens)
+    allocation = allocate(fit.law, target, None if data_sources else unique_tokens, data_sources)
     if not (math.isfinite(allocation.N) and allocation.N > 0):
         raise UserError(f"the fitted law gives no finite optimum at {target:.3g} FLOPs (alpha {fit.law.alpha:.3g}, "
                         f"beta {fit.law.beta:.3g}): add runs or widen the ladder")
