@@ -5,6 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPROC  ?= 2
+# Test files run on this many pytest workers (pytest-xdist, a file per worker at a time): most
+# multi-process cases wait on start-up and rendezvous, so two workers keep 2 cores busy.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench clean ladder
 
@@ -30,7 +33,7 @@ ladder: $(STAMP)
 	$(BIN)/scaleplan ladder run runs/ladder --local --nproc $(NPROC) --train-next
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py --config configs/default.yaml
