@@ -60,7 +60,8 @@ def level_shift(tmp_path, data):
     leaves a plateau): the guard skips the first guards.level_shift_steps - 1 = 2 steps of the rise,
     takes the third as the new level, and trains through to the end with no skip after step 9. The
     same run without the rule (level_shift_steps=0) skips every step from 8 until it gives up."""
-    args = [*common(tmp_path, data, 16), "guards.spike_min_norm_jump=0.5", "faults.grad_scale_from=8"]
+    args = [*common(tmp_path, data, 16), "guards.spike_sigma=3", "guards.spike_min_norm_jump=0.5",
+            "faults.grad_scale_from=8"]
     run_train([*args[:-1], "train.name=reference"])
     run_train([*args, "train.name=shift"])
     runs = tmp_path / "runs"

@@ -135,13 +135,6 @@ class WindowSampler:
         """Every window's position (within its source) of step `step`, for event records."""
         return self.global_windows(step)[1]
 
-    def windows(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """This rank's slice of them."""
-        per_rank = self.global_batch // self.dp_size
-        mine = slice(self.dp_rank * per_rank, (self.dp_rank + 1) * per_rank)
-        sources, positions = self.global_windows(step)
-        return sources[mine], positions[mine]
-
     def _window(self, source: int, position: int) -> np.ndarray:
         return self.mixture.splits[source].window(int(position), self.seq_len)
 
@@ -164,10 +157,12 @@ class WindowSampler:
         """This rank's (inputs, targets) for the current step, micro_batch sequences at a time;
         advances to the next step when exhausted."""
         step = self.step
-        sources, positions = self.windows(step)
-        self.windows_read += np.bincount(self.global_windows(step)[0], minlength=len(self.starts))
+        every_source, every_position = self.global_windows(step)
+        self.windows_read += np.bincount(every_source, minlength=len(self.starts))
         self.step += 1
-        first = self.dp_rank * len(positions)
+        per_rank = self.global_batch // self.dp_size
+        first = self.dp_rank * per_rank   # this rank's slice of the global batch
+        sources, positions = every_source[first:first + per_rank], every_position[first:first + per_rank]
         for start in range(0, len(positions), micro_batch):
             rows = [self._checked(step, first + start + i, s, p)
                     for i, (s, p) in enumerate(zip(sources[start:start + micro_batch], positions[start:start + micro_batch]))]

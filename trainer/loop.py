@@ -16,7 +16,7 @@ from planner.layout.search import describe as describe_layout
 from planner.model_spec import count_params
 from trainer.build import Run, build_run
 from trainer.callbacks import StepOutcome, default_callbacks
-from trainer.callbacks.preemption import PREEMPTED, StopSignal   # noqa: F401  (launch/ reads them here)
+from trainer.callbacks.preemption import StopSignal
 from trainer.config import Config
 from trainer.engines import StepRequest
 from trainer.optim import lr_at
