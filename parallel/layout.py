@@ -1,5 +1,6 @@
-"""The parallel layout and its rules: how ranks are split between data, tensor and pipeline
-parallelism, which backend runs which sharding stage, and what must divide what.
+"""The parallel layout and its rules: how ranks are split between data, context, tensor and
+pipeline parallelism, which backend runs which sharding stage, how the layers are cut into pipeline
+stages, and what must divide what.
 
 A plain dataclass with no torch import: the planner emits it, `parallel/` consumes it, and nothing
 else computes ranks. Every rule is written here once; the trainer (`trainer/run_layout.py`, reading a
@@ -15,13 +16,17 @@ from typing import Literal, Optional
 Recompute = Literal["none", "selective", "full"]
 PipelineSchedule = Literal["gpipe", "1f1b", "interleaved", "zero_bubble"]
 MULTI_STAGE_SCHEDULES = ("interleaved", "zero_bubble")   # vpp stages per rank
-MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "tp")     # outermost first: TP ranks are neighbours
+MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "cp", "tp")   # outermost first: TP ranks are neighbours
 
 # The one backend -> ZeRO stages table. Stage 0 (nothing sharded) is DDP's: DeepSpeed without ZeRO
-# would be DDP by another name. FSDP2 shards gradients at least (2: weights stay gathered between
-# forward and backward; 3: resharded after forward). `auto` picks a backend per stage (backend_for).
+# would be DDP by another name. FSDP2 runs the three stages on its data-parallel mesh: 3 reshards the
+# weights after forward; 2 keeps them gathered until backward and reduce-scatters gradients every
+# micro-batch; 1 keeps them too but reduces gradients only on a step's last micro-batch (gradients
+# whole in between, as ZeRO-1's are). That is how ZeRO-1/2 compose with tensor, pipeline and context
+# parallelism here: DeepSpeed's engine runs data parallelism only. `auto` picks a backend per stage
+# and layout (backend_for).
 BACKENDS = ("ddp", "fsdp", "deepspeed")
-_RUNS = {"ddp": (0,), "fsdp": (2, 3), "deepspeed": (1, 2, 3)}
+_RUNS = {"ddp": (0,), "fsdp": (1, 2, 3), "deepspeed": (1, 2, 3)}
 BACKEND_STAGES = {**_RUNS, "auto": tuple(sorted({stage for stages in _RUNS.values() for stage in stages}))}
 DEFAULT_STAGE = {"auto": 0, "ddp": 0, "fsdp": 3, "deepspeed": 2}   # a config that leaves zero_stage unset
 
@@ -29,13 +34,43 @@ DEFAULT_STAGE = {"auto": 0, "ddp": 0, "fsdp": 3, "deepspeed": 2}   # a config th
 MICRO_BATCH_RULE = ("a pipeline of pp ranks needs at least pp micro-batches per step, "
                     "a multiple of pp under interleaved and zero_bubble")
 
+# Pipeline balance (Llama 3's and BLOOM's cuts): the embedding and the head each cost about one block,
+# so the first and last stages hold one block fewer when the layers allow it.
+EMBEDDING_BLOCKS = HEAD_BLOCKS = 1
 
-def backend_for(backend: str, zero_stage: int) -> str:
+
+def backend_for(backend: str, zero_stage: int, model_parallel: bool = False) -> str:
     """The backend that runs `zero_stage`: a named one as is; `auto` picks DDP when nothing is
-    sharded, DeepSpeed ZeRO for stages 1-2 and FSDP2 for stage 3."""
+    sharded, FSDP2 for stage 3, and for stages 1-2 DeepSpeed ZeRO, or FSDP2 when the layout also has
+    tensor, pipeline or context parallelism (`model_parallel`), which DeepSpeed's engine does not run."""
     if backend != "auto":
         return backend
-    return "ddp" if zero_stage == 0 else ("fsdp" if zero_stage == 3 else "deepspeed")
+    if zero_stage == 0:
+        return "ddp"
+    return "fsdp" if zero_stage == 3 or model_parallel else "deepspeed"
+
+
+def stage_layer_counts(n_layers: int, n_stages: int, pp_layers: Optional[tuple[int, ...]] = None) -> tuple[int, ...]:
+    """Blocks per pipeline stage, in stage order: `pp_layers` as given, else balanced with the embedding
+    and head counted as EMBEDDING_BLOCKS and HEAD_BLOCKS blocks on the first and last stage. Equal cuts
+    when the layers divide (70 layers on 12 stages: 5, 6 × 10, 5; 126 on 16: 7, 8 × 14, 7)."""
+    if pp_layers:
+        return tuple(pp_layers)
+    extra = [0] * n_stages
+    extra[0] += EMBEDDING_BLOCKS
+    extra[-1] += HEAD_BLOCKS
+    target = -(-(n_layers + sum(extra)) // n_stages)        # the slowest stage's cost, at best
+    counts = [max(1, target - e) for e in extra]
+    while sum(counts) > n_layers and max(counts) > 1:      # too many: trim the largest, earliest first
+        counts[counts.index(max(counts))] -= 1
+    return tuple(counts)
+
+
+def stage_layers(n_layers: int, n_stages: int, stage: int, pp_layers: Optional[tuple[int, ...]] = None) -> range:
+    """The indices of the blocks stage `stage` runs."""
+    counts = stage_layer_counts(n_layers, n_stages, pp_layers)
+    start = sum(counts[:stage])
+    return range(start, start + counts[stage])
 
 
 def stage_problem(backend: str, zero_stage: int, key: str = "") -> Optional[str]:
@@ -64,16 +99,19 @@ def micro_batch_problem(pp: int, schedule: str, n_micro: int, dp: Optional[int] 
 
 
 def trainer_refusals(backend: str, tp: int, pp: int, tie_embeddings: bool = False, cpu_offload: bool = False,
-                     key: str = "") -> list[str]:
+                     key: str = "", cp: int = 1) -> list[str]:
     """What this project's trainer does not run although the layout itself is sound (Megatron-DeepSpeed
     runs ZeRO with TP and PP): the trainer refuses these, the planner ranks them but marks them."""
     found = []
     if backend == "deepspeed" and (tp > 1 or pp > 1):
         found.append(f"{key}backend=deepspeed runs data parallelism only, not {key}tp={tp} × {key}pp={pp}: "
-                     "use backend fsdp or ddp for tensor and pipeline parallelism")
+                     "use backend fsdp (zero_stage 1, 2 or 3) or ddp for tensor and pipeline parallelism")
     if pp > 1 and tie_embeddings:
         found.append("model.tie_embeddings=true puts one weight on the first and the last pipeline stage: "
                      f"set it false for {key}pp > 1")
+    if backend == "deepspeed" and cp > 1:
+        found.append(f"{key}backend=deepspeed runs data parallelism only, not {key}cp={cp}: "
+                     "use backend fsdp or ddp for context parallelism")
     if cpu_offload and backend not in ("fsdp", "deepspeed"):
         found.append(f"{key}cpu_offload needs backend fsdp or deepspeed")
     return found
@@ -81,18 +119,30 @@ def trainer_refusals(backend: str, tp: int, pp: int, tie_embeddings: bool = Fals
 
 @dataclass(frozen=True)
 class Layout:
-    """dp_replicate × dp_shard × tp × pp ranks, plus how each rank runs its share."""
+    """dp_replicate × dp_shard × cp × tp × pp ranks, plus how each rank runs its share."""
 
     dp_replicate: int = 1
     dp_shard: int = 1
     tp: int = 1
     pp: int = 1
+    cp: int = 1                       # context parallelism: each sequence split over cp ranks for attention
     zero_stage: int = 0
     micro_batch: int = 1
     recompute: Recompute = "none"
     pp_schedule: PipelineSchedule = "1f1b"
     sequence_parallel: bool = False   # Korthikanti et al. 2022: shard norms/dropout over the TP group
     vpp: int = 1                      # model chunks per pipeline rank (interleaved 1F1B, zero bubble)
+    pp_layers: Optional[tuple[int, ...]] = None   # blocks per stage (pp × vpp of them); None: balanced
+    lean_sp: bool = True              # SP keeps the sequence shard for backward and all-gathers it again
+
+    @property
+    def model_parallel(self) -> bool:
+        """Whether anything besides data parallelism splits the model or its sequences."""
+        return self.tp > 1 or self.pp > 1 or self.cp > 1
+
+    def stage_layer_counts(self, n_layers: int) -> tuple[int, ...]:
+        """Blocks of each of the pp × vpp pipeline stages, in stage order."""
+        return stage_layer_counts(n_layers, self.pp * self.vpp, self.pp_layers)
 
     @property
     def dp(self) -> int:
@@ -101,7 +151,7 @@ class Layout:
 
     @property
     def world_size(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.cp * self.tp * self.pp
 
     @property
     def mesh_shape(self) -> tuple[int, ...]:
@@ -115,13 +165,17 @@ class Layout:
 
     def problems(self, world_size: int, n_heads: Optional[int] = None, n_kv_heads: Optional[int] = None,
                  n_layers: Optional[int] = None, ffn: Optional[int] = None, *, backend: Optional[str] = None,
-                 global_batch: Optional[int] = None, key: str = "") -> list[str]:
+                 global_batch: Optional[int] = None, seq_len: Optional[int] = None, key: str = "") -> list[str]:
         """Every reason this layout cannot run on `world_size` ranks with this model; empty if none.
         `backend` (resolved, or auto): its stage and data-parallel split; `global_batch`: sequences
-        per step, which must divide into micro-batches enough for the pipeline."""
-        found = self._structure_problems(world_size, n_heads, n_kv_heads, n_layers, ffn)
+        per step, which must divide into micro-batches enough for the pipeline; `seq_len`: tokens per
+        sequence, which context parallelism cuts into 2 × cp chunks."""
+        found = self._structure_problems(world_size, n_heads, n_kv_heads, n_layers, ffn, key)
+        if seq_len is not None and self.cp > 1 and seq_len % (2 * self.cp):
+            found.append(f"{key}cp={self.cp} splits each sequence into 2 × cp = {2 * self.cp} chunks (a causal "
+                         f"balance: rank i holds chunks i and 2·cp−1−i), which must divide seq_len {seq_len}")
         if backend is not None:
-            found += self._backend_problems(backend_for(backend, self.zero_stage), key)
+            found += self._backend_problems(backend_for(backend, self.zero_stage, self.model_parallel), key)
         if global_batch is not None and self.dp * self.micro_batch > 0:
             n_micro, per_micro_step = self.micro_batches(global_batch), self.dp * self.micro_batch
             if n_micro is None:
@@ -142,15 +196,15 @@ class Layout:
         return found
 
     def _structure_problems(self, world_size: int, n_heads: Optional[int], n_kv_heads: Optional[int],
-                            n_layers: Optional[int], ffn: Optional[int]) -> list[str]:
+                            n_layers: Optional[int], ffn: Optional[int], key: str = "") -> list[str]:
         found = []
-        for name in ("dp_replicate", "dp_shard", "tp", "pp", "micro_batch", "vpp"):
+        for name in ("dp_replicate", "dp_shard", "cp", "tp", "pp", "micro_batch", "vpp"):
             if getattr(self, name) < 1:
                 found.append(f"{name}={getattr(self, name)} must be at least 1")
         if self.zero_stage not in BACKEND_STAGES["auto"]:
             found.append(f"zero_stage={self.zero_stage} must be 0, 1, 2 or 3")
         if self.world_size != world_size:
-            found.append(f"dp_replicate {self.dp_replicate} × dp_shard {self.dp_shard} × tp {self.tp}"
+            found.append(f"dp_replicate {self.dp_replicate} × dp_shard {self.dp_shard} × cp {self.cp} × tp {self.tp}"
                          f" × pp {self.pp} = {self.world_size} ranks, but the world has {world_size}")
         if n_heads is not None and n_heads % self.tp:
             found.append(f"tp={self.tp} does not divide the {n_heads} attention heads")
@@ -158,17 +212,28 @@ class Layout:
             found.append(f"tp={self.tp} does not divide the {n_kv_heads} key/value heads")
         if ffn is not None and ffn % self.tp:
             found.append(f"tp={self.tp} does not divide the FFN width {ffn}")
-        if n_layers is not None and self.pp > n_layers:
-            found.append(f"pp={self.pp} is more pipeline stages than the {n_layers} layers")
-        elif n_layers is not None and n_layers % self.pp:
-            found.append(f"pp={self.pp} does not divide the {n_layers} layers")
+        found += self._stage_problems(n_layers, key)
         if self.vpp > 1 and self.pp_schedule not in MULTI_STAGE_SCHEDULES:
             found.append(f"vpp={self.vpp} needs pp_schedule=interleaved or zero_bubble")
-        if self.vpp > 1 and n_layers is not None and n_layers % (self.pp * self.vpp):
-            found.append(f"pp={self.pp} × vpp={self.vpp} does not divide the {n_layers} layers")
         if self.sequence_parallel and self.tp == 1:
             found.append("sequence_parallel needs tp > 1")
         return found
+
+    def _stage_problems(self, n_layers: Optional[int], key: str) -> list[str]:
+        """The cut of the layers into pp × vpp stages: every stage at least one block, all blocks cut."""
+        stages = self.pp * self.vpp
+        if self.pp_layers is not None:
+            cut = ",".join(map(str, self.pp_layers))
+            if len(self.pp_layers) != stages:
+                return [f"{key}pp_layers={cut} gives {len(self.pp_layers)} stages, but pp {self.pp} × vpp "
+                        f"{self.vpp} = {stages}"]
+            if min(self.pp_layers) < 1:
+                return [f"{key}pp_layers={cut} has an empty stage: every stage needs at least one block"]
+            if n_layers is not None and sum(self.pp_layers) != n_layers:
+                return [f"{key}pp_layers={cut} sums to {sum(self.pp_layers)} blocks, but the model has {n_layers}"]
+        elif n_layers is not None and stages > n_layers:
+            return [f"{key}pp={self.pp} × vpp={self.vpp} is more pipeline stages than the {n_layers} layers"]
+        return []
 
     def validate(self, world_size: int, model: object = None) -> None:
         """Raise ValueError naming every factor that does not divide (model: any object with

@@ -41,7 +41,8 @@ def parallelize(model: nn.Module, layout: Layout, backend: str, mesh: DeviceMesh
     initial weights (on `device` for DDP; anywhere for FSDP, which moves its shards there)."""
     stages = [model]
     if layout.pp > 1:
-        model, stages = keep_local_stages(model, mesh["pp"].get_local_rank(), layout.pp, layout.vpp)
+        model, stages = keep_local_stages(model, mesh["pp"].get_local_rank(), layout.pp, layout.vpp,
+                                          layout.pp_layers)
     if layout.tp > 1:
         apply_tensor_parallel(model, mesh["tp"], layout.sequence_parallel)
     apply_recompute(model, blocks, layout.recompute)

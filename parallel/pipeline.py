@@ -1,6 +1,7 @@
 """Pipeline parallelism with `torch.distributed.pipelining`: the model cut into stages by layers,
 and the schedule that runs micro-batches through them.
 
+The cut (blocks per stage) is parallel/layout.py's, even or balanced, so the planner counts the same.
 Stages are assigned round-robin (Narayanan et al. 2021's interleaving): with pp ranks and vpp
 stages per rank, rank r runs stages r, r + pp, r + 2·pp, ... Each stage is a view of the same
 module (`Transformer` with its other layers removed), so every parameter keeps its name and a
@@ -9,7 +10,7 @@ checkpoint reshards between pipeline and non-pipeline layouts.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -17,6 +18,8 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.pipelining import PipelineStage
 from torch.distributed.pipelining.schedules import (Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B,
                                                     ScheduleInterleavedZeroBubble, _PipelineSchedule)
+
+from parallel.layout import stage_layers
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved": ScheduleInterleaved1F1B,
              "zero_bubble": ScheduleInterleavedZeroBubble}
@@ -27,18 +30,14 @@ def stage_ids(pp_rank: int, pp: int, vpp: int) -> list[int]:
     return [pp_rank + chunk * pp for chunk in range(vpp)]
 
 
-def stage_layers(n_layers: int, n_stages: int, stage: int) -> range:
-    """The layers of one stage: an equal share (the layout check makes it divide)."""
-    per_stage = n_layers // n_stages
-    return range(stage * per_stage, (stage + 1) * per_stage)
-
-
-def keep_local_stages(model: nn.Module, pp_rank: int, pp: int, vpp: int) -> tuple[nn.Module, list[nn.Module]]:
+def keep_local_stages(model: nn.Module, pp_rank: int, pp: int, vpp: int,
+                      pp_layers: Optional[tuple[int, ...]] = None) -> tuple[nn.Module, list[nn.Module]]:
     """Remove from `model` (in place) what no stage of this rank runs; return it, holding all of this
-    rank's parameters under their full names, and one module per local stage sharing its parts."""
+    rank's parameters under their full names, and one module per local stage sharing its parts.
+    `pp_layers`: blocks per stage (parallel/layout.py's stage_layer_counts balances them when None)."""
     n_stages, n_layers = pp * vpp, len(model.layers)
     mine = stage_ids(pp_rank, pp, vpp)
-    kept = {str(i) for stage in mine for i in stage_layers(n_layers, n_stages, stage)}
+    kept = {str(i) for stage in mine for i in stage_layers(n_layers, n_stages, stage, pp_layers)}
     for name in [name for name in model.layers if name not in kept]:
         del model.layers[name]
     if 0 not in mine:
@@ -50,7 +49,7 @@ def keep_local_stages(model: nn.Module, pp_rank: int, pp: int, vpp: int) -> tupl
         part = copy.copy(model)             # shares parameters and buffers; its own list of children
         part._modules = dict(model._modules)
         part.layers = nn.ModuleDict({str(i): model.layers[str(i)]
-                                     for i in stage_layers(n_layers, n_stages, stage)})
+                                     for i in stage_layers(n_layers, n_stages, stage, pp_layers)})
         if stage != 0:
             part.tok_embeddings, part.pos_embeddings = None, None
         if stage != n_stages - 1:

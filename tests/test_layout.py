@@ -17,5 +17,5 @@ def test_layout_names_every_factor_that_does_not_divide():
     message = str(error.value)
     assert "= 8 ranks, but the world has 16" in message
     assert "tp=2 does not divide the 3 key/value heads" in message
-    assert "pp=2 does not divide the 5 layers" in message
+    assert "layers" not in message      # 5 layers on 2 stages: a balanced uneven cut, not a problem
     assert "attention heads" not in message  # 6 heads divide by 2

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from parallel.layout import BACKEND_STAGES, BACKENDS, Layout, backend_for, micro_batch_problem
+from parallel.layout import (BACKEND_STAGES, BACKENDS, Layout, backend_for, micro_batch_problem, stage_layer_counts,
+                             trainer_refusals)
 from planner.errors import UserError
 from planner.hardware import CATALOG
 from planner.layout.inputs import PlanInputs
@@ -151,7 +152,7 @@ def test_one_backend_stage_table_and_one_micro_batch_rule():
     tables = [path for path, text in sources.items() if re.search(r'"deepspeed":\s*\(\d', text)]
     rules = [path for path, text in sources.items() if "micro-batches per step, not" in text]
     assert tables == [REPO / "parallel" / "layout.py"] and rules == [REPO / "parallel" / "layout.py"]
-    assert BACKEND_STAGES == {"ddp": (0,), "fsdp": (2, 3), "deepspeed": (1, 2, 3), "auto": (0, 1, 2, 3)}
+    assert BACKEND_STAGES == {"ddp": (0,), "fsdp": (1, 2, 3), "deepspeed": (1, 2, 3), "auto": (0, 1, 2, 3)}
     assert all(zero in BACKEND_STAGES[backend_for("auto", zero)] for zero in range(4))
 
 
@@ -164,5 +165,36 @@ def test_micro_batch_rule(pp, schedule, n_micro, refused):
 
 def test_mesh_shape_and_micro_batches():
     layout = Layout(dp_replicate=2, dp_shard=4, tp=2, pp=3, micro_batch=2)
-    assert layout.mesh_shape == (3, 2, 4, 2) and layout.world_size == 48
+    assert layout.mesh_shape == (3, 2, 4, 1, 2) and layout.world_size == 48
+    assert Layout(dp_shard=2, cp=2, tp=2).mesh_shape == (1, 1, 2, 2, 2)
     assert layout.micro_batches(32) == 2 and layout.micro_batches(24) is None
+
+
+@pytest.mark.parametrize("n_layers,stages,cut", [
+    (70, 12, (5,) + (6,) * 10 + (5,)),        # BLOOM's 70 layers on 12 stages
+    (126, 16, (7,) + (8,) * 14 + (7,)),       # Llama 3 405B: first and last stage one block fewer
+    (32, 4, (8, 8, 8, 8)), (8, 4, (2, 2, 2, 2)), (3, 3, (1, 1, 1)), (5, 2, (2, 3)), (7, 1, (7,))])
+def test_balanced_stage_cut(n_layers, stages, cut):
+    """The embedding and the head weigh a block each; equal cuts where the layers divide."""
+    assert stage_layer_counts(n_layers, stages) == cut
+    layout = Layout(pp=stages)
+    assert layout.stage_layer_counts(n_layers) == cut and not layout.problems(stages, n_layers=n_layers)
+
+
+@pytest.mark.parametrize("layout,seq_len,problem", [
+    (Layout(pp=2, pp_layers=(3, 2)), 64, "sums to 5 blocks, but the model has 4"),
+    (Layout(pp=2, pp_layers=(4, 0)), 64, "has an empty stage"),
+    (Layout(pp=2, pp_layers=(1, 1, 2)), 64, "gives 3 stages, but pp 2 × vpp 1 = 2"),
+    (Layout(pp=8), 64, "more pipeline stages than the 4 layers"),
+    (Layout(cp=4), 36, "2 × cp = 8 chunks"),
+])
+def test_bad_stage_cuts_and_context_chunks(layout, seq_len, problem):
+    found = "; ".join(layout.problems(layout.world_size, n_layers=4, seq_len=seq_len))
+    assert problem in found, found
+
+
+def test_zero_1_and_2_with_model_parallelism_run_on_fsdp():
+    """DeepSpeed's engine runs data parallelism only, so `auto` gives ZeRO-1/2 with TP, PP or CP to FSDP2."""
+    assert backend_for("auto", 1) == backend_for("auto", 2) == "deepspeed"
+    assert backend_for("auto", 1, model_parallel=True) == backend_for("auto", 2, model_parallel=True) == "fsdp"
+    assert trainer_refusals("deepspeed", 1, 1, cp=2)

@@ -14,9 +14,10 @@ from pydantic import model_validator
 from planner.errors import UserError
 from planner.user_files import read_text
 # The sections live in config_sections.py; re-exported so `from trainer.config import GuardConfig` works.
+from trainer.config_parallel import ParallelConfig  # noqa: F401
 from trainer.config_sections import (  # noqa: F401
     CheckpointConfig, DataConfig, FaultConfig, GuardConfig, LogConfig, ModelConfig, OptimConfig,
-    ParallelConfig, PrecisionConfig, Section, TrainConfig,
+    PrecisionConfig, Section, TrainConfig,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -34,11 +34,13 @@ def resolve_layout(cfg: Config, world_size: int) -> tuple[Layout, str]:
     """(Layout, backend name) for `cfg` on `world_size` ranks; UserError naming every problem."""
     par = cfg.parallel
     zero = par.zero_stage if par.zero_stage is not None else DEFAULT_STAGE[par.backend]
-    backend = backend_for(par.backend, zero)
+    backend = backend_for(par.backend, zero, model_parallel=max(par.tp, par.pp, par.cp) > 1)
     problems = []
-    if par.tp * par.pp > world_size or world_size % (par.tp * par.pp):
-        problems.append(f"parallel.tp {par.tp} × parallel.pp {par.pp} does not divide the {world_size} ranks")
-    dp = max(1, world_size // (par.tp * par.pp))
+    model_ranks = par.cp * par.tp * par.pp
+    if model_ranks > world_size or world_size % model_ranks:
+        problems.append(f"parallel.cp {par.cp} × parallel.tp {par.tp} × parallel.pp {par.pp} does not divide "
+                        f"the {world_size} ranks")
+    dp = max(1, world_size // model_ranks)
     replicate, shard = _data_parallel_sizes(par.dp_replicate, par.dp_shard, dp, zero > 0)
     if par.dp_shard is not None and par.dp_replicate is None and dp % par.dp_shard:
         problems.append(f"parallel.dp_shard {par.dp_shard} does not divide the {dp} data-parallel ranks")
@@ -46,12 +48,14 @@ def resolve_layout(cfg: Config, world_size: int) -> tuple[Layout, str]:
         problems.append(f"parallel.dp_replicate {par.dp_replicate} does not divide the {dp} data-parallel ranks")
     layout = Layout(dp_replicate=replicate, dp_shard=shard, tp=par.tp, pp=par.pp, zero_stage=zero,
                     micro_batch=par.micro_batch, recompute=par.recompute, pp_schedule=par.pp_schedule,
-                    sequence_parallel=par.sequence_parallel, vpp=par.vpp)
+                    sequence_parallel=par.sequence_parallel, vpp=par.vpp, cp=par.cp, lean_sp=par.lean_sp,
+                    pp_layers=tuple(par.pp_layers) if par.pp_layers is not None else None)
     model = cfg.model
     # the batch is divided among data-parallel ranks only once their number is known
     problems += layout.problems(world_size, model.n_heads, model.kv_heads, model.n_layers, model.ffn,
-                                backend=backend, global_batch=None if problems else cfg.global_batch, key=KEY)
-    problems += trainer_refusals(backend, par.tp, par.pp, model.tie_embeddings, par.cpu_offload, key=KEY)
+                                backend=backend, global_batch=None if problems else cfg.global_batch,
+                                seq_len=model.seq_len, key=KEY)
+    problems += trainer_refusals(backend, par.tp, par.pp, model.tie_embeddings, par.cpu_offload, key=KEY, cp=par.cp)
     if problems:
         raise UserError("layout does not fit: " + "; ".join(problems))
     return layout, backend

@@ -57,7 +57,7 @@ class LayoutArrays:
             schedule=[SCHEDULES.index(x.pp_schedule) for x in layouts],
             vpp=[x.vpp for x in layouts],
             replicate=[x.dp_replicate if x.zero_stage else 1 for x in layouts],
-            backend=[BACKENDS.index(backend_for(backend, x.zero_stage)) for x in layouts])
+            backend=[BACKENDS.index(backend_for(backend, x.zero_stage, x.model_parallel)) for x in layouts])
 
     def take(self, index) -> "LayoutArrays":
         return LayoutArrays(**{f.name: getattr(self, f.name)[index] for f in fields(self)})

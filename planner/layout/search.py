@@ -99,7 +99,7 @@ def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
                     if micro_batch_problem(pp, SCHEDULES[schedule], n_micro):
                         rejected[MICRO_BATCH_RULE] += 1
                         continue
-                    backend = BACKENDS.index(backend_for(inputs.backend, zero))
+                    backend = BACKENDS.index(backend_for(inputs.backend, zero, tp > 1 or pp > 1))
                     rows.append((dp, tp, pp, zero, mb, recompute, sp, schedule, vpp, backend))
     if not rows:
         return LayoutArrays.from_columns(**{k: [] for k in (
