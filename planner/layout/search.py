@@ -165,8 +165,12 @@ def describe(layout: Layout) -> str:
             f"mb={layout.micro_batch},recompute={layout.recompute}")
     if layout.tp > 1:
         text += f",sp={str(layout.sequence_parallel).lower()}"
+        text += ",lean_sp=false" if layout.sequence_parallel and not layout.lean_sp else ""
     if layout.pp > 1:
         text += f",schedule={layout.pp_schedule}" + (f",vpp={layout.vpp}" if layout.vpp > 1 else "")
+        text += f",pp_layers={':'.join(map(str, layout.pp_layers))}" if layout.pp_layers else ""
+    if layout.cp > 1:
+        text += f",cp={layout.cp}"
     return text
 
 
