@@ -22,6 +22,7 @@ from planner.errors import UserError
 from planner.layout.candidates import BACKENDS, RECOMPUTE, SCHEDULES, LayoutArrays
 from planner.layout.memory import evaluate_memory
 from planner.layout.inputs import PlanInputs
+from planner.layout.layout_text import LAYOUT_KEYS, describe, parse_layout  # noqa: F401 (their old home)
 
 MAX_MICRO_BATCH = 64
 SPEED_TOLERANCE = 0.01   # predicted speeds this close rank by memory instead
@@ -159,62 +160,6 @@ def search(inputs: PlanInputs) -> PlanResult:
     return result
 
 
-def describe(layout: Layout) -> str:
-    """Compact one-line form, the same keys --layout accepts."""
-    text = (f"dp={layout.dp},tp={layout.tp},pp={layout.pp},zero={layout.zero_stage},"
-            f"mb={layout.micro_batch},recompute={layout.recompute}")
-    if layout.tp > 1:
-        text += f",sp={str(layout.sequence_parallel).lower()}"
-        text += ",lean_sp=false" if layout.sequence_parallel and not layout.lean_sp else ""
-    if layout.pp > 1:
-        text += f",schedule={layout.pp_schedule}" + (f",vpp={layout.vpp}" if layout.vpp > 1 else "")
-        text += f",pp_layers={':'.join(map(str, layout.pp_layers))}" if layout.pp_layers else ""
-    if layout.cp > 1:
-        text += f",cp={layout.cp}"
-    return text
-
-
-LAYOUT_KEYS = ("dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp")
-
-
-def parse_layout(text: str, n_gpus: int | None = None) -> Layout:
-    """`dp=8,tp=8,pp=1,zero=1,mb=2,recompute=selective` -> Layout. Missing dp is inferred from the
-    GPU count; sharded stages put the data-parallel ranks in dp_shard."""
-    values: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key not in LAYOUT_KEYS:
-            raise UserError(f"--layout item '{item}' is not key=value with key one of {', '.join(LAYOUT_KEYS)}")
-        values[key] = value.strip().lower()
-
-    def integer(key: str, default: int) -> int:
-        raw = values.get(key)
-        if raw is None:
-            return default
-        if not raw.isdigit() or int(raw) < 1 and key != "zero":
-            raise UserError(f"--layout {key}={raw} must be a positive integer")
-        return int(raw)
-
-    tp, pp, zero = integer("tp", 1), integer("pp", 1), integer("zero", 0)
-    if zero not in (0, 1, 2, 3):
-        raise UserError(f"--layout zero={zero} must be 0, 1, 2 or 3")
-    default_dp = n_gpus // (tp * pp) if n_gpus and n_gpus % (tp * pp) == 0 else 1
-    dp = integer("dp", default_dp)
-    recompute = values.get("recompute", "none")
-    if recompute not in RECOMPUTE:
-        raise UserError(f"--layout recompute={recompute} must be one of {', '.join(RECOMPUTE)}")
-    vpp = integer("vpp", 1)
-    schedule = values.get("schedule", "interleaved" if vpp > 1 else "1f1b")
-    if schedule not in SCHEDULES:
-        raise UserError(f"--layout schedule={schedule} must be one of {', '.join(SCHEDULES)}")
-    sp_raw = values.get("sp", "false")
-    if sp_raw not in ("true", "false", "1", "0"):
-        raise UserError(f"--layout sp={sp_raw} must be true or false")
-    return Layout(dp_replicate=1 if zero else dp, dp_shard=dp if zero else 1, tp=tp, pp=pp,
-                  zero_stage=zero, micro_batch=integer("mb", 1), recompute=recompute,
-                  pp_schedule=schedule, sequence_parallel=sp_raw in ("true", "1"), vpp=vpp)
-
-
 def evaluate_layout(inputs: PlanInputs, layout: Layout) -> PlanResult:
     """Memory and cost of one given layout (marked where this project's trainer would not run it);
     UserError naming every reason it cannot run at all."""
@@ -232,7 +177,7 @@ def layout_problems(inputs: PlanInputs, layout: Layout) -> list[str]:
     TP within a node."""
     spec = inputs.spec
     problems = layout.problems(inputs.n_gpus, spec.n_heads, spec.kv_heads, spec.n_layers, spec.ffn,
-                               backend=inputs.backend, global_batch=inputs.global_batch)
+                               backend=inputs.backend, global_batch=inputs.global_batch, seq_len=spec.seq_len)
     if layout.tp > inputs.gpus_per_node:
         problems.append(f"tp={layout.tp} spans more than one node of {inputs.gpus_per_node} GPUs")
     return problems
