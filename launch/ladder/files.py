@@ -46,6 +46,21 @@ def load_ladder(directory: Path, config: Optional[str]) -> dict:
     return ladder
 
 
+def recorded_run(table: Path, name: str) -> Optional[tuple[float, float, float]]:
+    """(N, D, final loss) of the last row named `name`, or None."""
+    if not table.is_file():
+        return None
+    found = None
+    with table.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("name") == name:
+                try:
+                    found = (float(row["N"]), float(row["D"]), float(row["loss"]))
+                except (KeyError, TypeError, ValueError):
+                    found = None
+    return found
+
+
 def finished_losses(table: Path) -> dict[str, float]:
     """name -> final loss of every run the trainer recorded (non-numbers read as NaN)."""
     if not table.is_file():

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from launch.ladder.files import finished_losses
+from launch.ladder.files import finished_losses, recorded_run
 from launch.ladder.rung_config import ladder_config
 from launch.ladder.training import Train
 from launch.output import human, print_json, print_warnings
@@ -16,10 +16,11 @@ from launch.run_configs import write_config_with_header
 from planner.errors import UserError
 from planner.scaling.diagnostics import all_warnings
 from planner.scaling.fit import describe
-from planner.scaling.ladder_fit import CONFIDENCE, fit_rungs, usable_rungs
+from planner.scaling.ladder_fit import CONFIDENCE, exponent_warnings, fit_rungs, usable_rungs
 from planner.scaling.ladder_report import write_markdown
 from planner.scaling.ladder_rungs import rung_shape
 from planner.scaling.plots import write_fit_plots
+from planner.scaling.priors import DEFAULT_NOISE
 from planner.scaling.runs import MIN_RUNS
 from trainer.config import load_config
 
@@ -36,7 +37,8 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict, train: T
                         f"law needs at least {MIN_RUNS}: train the rest (`scaleplan ladder run {directory}`)")
     target = float(ladder["target_flops"])
     data = ladder.get("data", {})
-    result = fit_rungs(kept, target, data.get("unique_tokens"), str(directory), data.get("sources"))
+    result = fit_rungs(kept, target, data.get("unique_tokens"), str(directory), data.get("sources"),
+                       float(ladder.get("noise", DEFAULT_NOISE)))
     runs, fit, boot, allocation = result.runs, result.fit, result.boot, result.allocation
     model = base.model
     smallest = float(min(r["N"] for r in ladder["runs"]))
@@ -58,8 +60,8 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict, train: T
     predicted, low, high = result.forecast(N_next, D_next)
     plots = write_fit_plots(directory / "plots", fit, runs, (N_next, D_next), boot,
                             dict(fit.law.params(), N_opt=allocation.N, D_opt=allocation.D, loss=allocation.loss))
-    fit_warnings = all_warnings(fit, runs, target) + allocation.warnings + fit_warnings_extra
-    report = {"fit": fit.to_json(), "runs_used": [r["name"] for r, _ in kept], "left_out": warnings,
+    fit_warnings = all_warnings(fit, runs, target) + exponent_warnings(result) + allocation.warnings + fit_warnings_extra
+    report = {"fit": fit.to_json(), "prior": result.prior.to_json(), "runs_used": [r["name"] for r, _ in kept], "left_out": warnings,
               "target_flops": target, "allocation": allocation.to_json(), "intervals": boot.to_json()["intervals"],
               "next_run": {"config": str(next_path), "N": N_next, "D": D_next, "shape": shape.describe(),
                            "predicted_loss": predicted, "loss_interval": [low, high], "run_noise": noise,
@@ -67,13 +69,20 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict, train: T
                            "prediction_error": spread},
               "plots": [str(p) for p in plots], "warnings": fit_warnings}
     if args.train_next:
-        previous = finished_losses(directory / "runs" / "runs.csv").get("next")
-        if previous is None:
+        table = directory / "runs" / "runs.csv"
+        if recorded_run(table, "next") is None:
             print(f"[ladder] training the next run {shape.describe()}", flush=True)
             code = train(str(next_path), args.nproc)
             if code != 0:
                 raise UserError(f"the next run ({next_path}) exited with code {code}")
-        measured = finished_losses(directory / "runs" / "runs.csv").get("next")
+        measured = recorded_run(table, "next")
+        if measured is not None and (measured[0], measured[1]) != (N_next, D_next):
+            # A next run trained for an earlier plan: its loss says nothing about this forecast.
+            fit_warnings.append(f"the trained next run (N {human(measured[0])}, D {human(measured[1])}) is not the one "
+                                f"planned now (N {human(N_next)}, D {human(D_next)}): remove {directory / 'runs' / 'next'} "
+                                f"and its row in {table} to train it")
+            measured = None
+        measured = None if measured is None else measured[2]
         report["next_run"]["measured_loss"] = measured
         report["next_run"]["inside_interval"] = measured is not None and low <= measured <= high
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=lambda v: v.tolist()))
@@ -83,6 +92,7 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict, train: T
         print_json(report)
         return 0
     print(describe(fit))
+    print(f"exponents: {result.prior.describe()}")
     n_low, n_high = boot.intervals()["N_opt"]
     print(f"at {target:.3g} FLOPs: N_opt {human(allocation.N)} [{human(n_low)}, {human(n_high)}], D_opt "
           f"{human(allocation.D)} ({100 * CONFIDENCE:.0f} % bootstrap over {len(runs)} runs)")
@@ -92,7 +102,7 @@ def fit_ladder(args: argparse.Namespace, directory: Path, ladder: dict, train: T
     print(f"next run: {shape.describe()}, {human(D_next)} tokens -> {next_path}")
     print(f"predicted loss {predicted:.4f} in [{low:.4f}, {high:.4f}] ({100 * CONFIDENCE:.0f} %: the bootstrap's "
           f"laws with the rungs' leave-one-out error {100 * spread:.1f} %; residual noise {100 * noise:.1f} %)")
-    if "measured_loss" in report["next_run"]:
+    if report["next_run"].get("measured_loss") is not None:
         measured = report["next_run"]["measured_loss"]
         verdict = "inside" if report["next_run"]["inside_interval"] else "OUTSIDE"
         print(f"measured loss  {measured:.4f}: {verdict} the interval")

@@ -1,5 +1,9 @@
 """The fit of a trained ladder: its usable runs, the law and its bootstrap, the allocation at the
-target, and the interval the next run's loss should land in."""
+target, and the interval the next run's loss should land in.
+
+A ladder's 9 runs do not pin five parameters: the fit is made under the exponent prior of
+`priors.py` (alpha and beta inside the plausible range, pulled weakly towards published fits), on
+squared log residuals, the likelihood that prior is weighed against (see docs/scaling-laws.md)."""
 from __future__ import annotations
 
 import math
@@ -10,14 +14,17 @@ import numpy as np
 
 from planner.errors import UserError
 from planner.scaling.allocate import Allocation, allocate
-from planner.scaling.bootstrap import BootstrapResult, bootstrap, warm_starts
-from planner.scaling.fit import FitResult, fit_law
-from planner.scaling.ladder_interval import (diverged, leave_one_out_errors, prediction_error, predictive_interval,
-                                             residual_noise)
+from planner.scaling.bootstrap import BootstrapResult
+from planner.scaling.fit import FitResult
+from planner.scaling.ladder_interval import diverged, prediction_error, predictive_interval, residual_noise
+from planner.scaling.objectives import Objective
+from planner.scaling.prior_fit import bootstrap_under_prior, fit_under_prior, leave_one_out_under_prior
+from planner.scaling.priors import DEFAULT_NOISE, ExponentPrior
 from planner.scaling.runs import Runs
 
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.9
+OBJECTIVE = Objective("mse-log")
 
 
 def usable_rungs(rungs: list[dict], losses: dict[str, float], ceiling: float) -> tuple[list[tuple[dict, float]],
@@ -39,7 +46,7 @@ def usable_rungs(rungs: list[dict], losses: dict[str, float], ceiling: float) ->
 @dataclass
 class LadderFit:
     """`noise`: the runs' residual spread around the law; `loo`: each run's leave-one-out error;
-    `spread`: the noise the next run's interval uses."""
+    `spread`: the noise the next run's interval uses; `prior`: what held the exponents."""
 
     runs: Runs
     fit: FitResult
@@ -48,6 +55,7 @@ class LadderFit:
     noise: float
     loo: np.ndarray
     spread: float
+    prior: ExponentPrior
 
     def forecast(self, N: float, D: float) -> tuple[float, float, float]:
         """(predicted loss, low, high) of one run at (N, D), at CONFIDENCE."""
@@ -57,13 +65,15 @@ class LadderFit:
 
 
 def fit_rungs(kept: list[tuple[dict, float]], target: float, unique_tokens: Optional[float], source: str,
-              data_sources: Optional[list] = None) -> LadderFit:
-    """Fit the law to the kept runs and allocate `target` FLOPs by it (with `data_sources`, a mixture's
+              data_sources: Optional[list] = None, stated_noise: float = DEFAULT_NOISE) -> LadderFit:
+    """Fit the law to the kept runs under the exponent prior (weighed against `stated_noise`, the ladder's
+    stated run-to-run noise) and allocate `target` FLOPs by it (with `data_sources`, a mixture's
     (name, weight, unique tokens): each source's repetition counted on its own)."""
     runs = Runs(N=np.array([float(r['N']) for r, _ in kept]), D=np.array([float(r['D']) for r, _ in kept]),
                 loss=np.array([loss for _, loss in kept]), source=source)
-    fit = fit_law(runs)
-    boot = bootstrap(runs, fit, BOOTSTRAP_RESAMPLES, target, confidence=CONFIDENCE)
+    prior = ExponentPrior(noise=stated_noise)
+    fit = fit_under_prior(runs, prior, OBJECTIVE)
+    boot = bootstrap_under_prior(runs, fit, prior, OBJECTIVE, BOOTSTRAP_RESAMPLES, target, CONFIDENCE)
     allocation = allocate(fit.law, target, None if data_sources else unique_tokens, data_sources)
     if not (math.isfinite(allocation.N) and allocation.N > 0):
         raise UserError(f"the fitted law gives no finite optimum at {target:.3g} FLOPs (alpha {fit.law.alpha:.3g}, "
@@ -71,6 +81,17 @@ def fit_rungs(kept: list[tuple[dict, float]], target: float, unique_tokens: Opti
     noise = residual_noise(fit.law, runs.N, runs.D, runs.loss)
     # The interval's noise is how well the law predicts a rung it was not fitted to (leave-one-out):
     # the fit's residual spread alone leaves out what the law's form misses at these sizes.
-    loo = leave_one_out_errors(runs.N, runs.D, runs.loss, warm_starts(fit))
+    loo = leave_one_out_under_prior(runs, fit, prior, OBJECTIVE)
     spread = max(noise, prediction_error(loo)) if np.isfinite(prediction_error(loo)) else noise
-    return LadderFit(runs=runs, fit=fit, boot=boot, allocation=allocation, noise=noise, loo=loo, spread=spread)
+    return LadderFit(runs=runs, fit=fit, boot=boot, allocation=allocation, noise=noise, loo=loo, spread=spread,
+                     prior=prior)
+
+
+def exponent_warnings(fit: LadderFit) -> list[str]:
+    """An exponent on an edge of the plausible range: the runs push it past what published fits allow."""
+    low, high = fit.prior.bounds
+    return [f"{name} = {value:.3g} sits on the plausible range's {'lower' if value <= low else 'upper'} edge "
+            f"[{low:g}, {high:g}]: the runs push it further than any published fit; look for runs off the law "
+            f"(too short, mistuned) before trusting the forecast"
+            for name, value in (("alpha", fit.fit.law.alpha), ("beta", fit.fit.law.beta))
+            if value <= low * (1 + 1e-6) or value >= high * (1 - 1e-6)]

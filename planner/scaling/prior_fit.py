@@ -1,0 +1,88 @@
+"""Fits under the exponent prior (`priors.py`) in the shapes the rest of the planner reads: a
+FitResult, a BootstrapResult and leave-one-out errors.
+
+The bootstrap here is Rubin's (1981) Bayesian bootstrap: each resample keeps every run, weighted by
+n x Dirichlet(1, ..., 1), where the ordinary bootstrap draws counts. With a ladder's 9 runs and 5
+parameters an ordinary resample leaves out a third of the runs on average and can keep only 5, which
+the law then passes through exactly: its laws are fits to a smaller, different design (the longest
+runs gone, say), not the spread of fits to this one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from planner.errors import UserError
+from planner.scaling.bootstrap import BootstrapResult
+from planner.scaling.fit import FitResult, LocalOptimum, law_from_theta
+from planner.scaling.law import PARAM_NAMES
+from planner.scaling.objectives import Objective
+from planner.scaling.batched import E_FLOOR
+from planner.scaling.priors import ExponentPrior, fit_many_with_prior, objective_with_prior, pinned
+from planner.scaling.runs import MIN_RUNS, Runs
+
+SAME_OPTIMUM = 1e-4     # starts whose optima differ by less than this (in theta) found the same one
+
+
+def _logs(runs: Runs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.log(runs.N), np.log(runs.D), np.log(runs.loss)
+
+
+def fit_under_prior(runs: Runs, prior: ExponentPrior, objective: Objective) -> FitResult:
+    """The law of highest posterior density (the objective plus the prior's penalty) from variable
+    projection's best exponent pairs; every start's optimum is kept, best first, as `fit_law` keeps
+    them (the multimodality warning reads them); the FitResult's objective includes the penalty."""
+    if len(runs) < MIN_RUNS:
+        raise UserError(f"{len(runs)} runs: the 5-parameter law needs at least {MIN_RUNS}")
+    best, every = fit_many_with_prior(*_logs(runs), prior, objective)
+    optima: list[LocalOptimum] = []
+    for index in np.argsort(every.objective[0]):
+        theta, value = every.theta[0, index], float(every.objective[0, index])
+        if np.isfinite(value) and all(np.max(np.abs(theta - o.theta)) > SAME_OPTIMUM for o in optima):
+            optima.append(LocalOptimum(theta=theta, objective=value, start_objective=float("nan"),
+                                       converged=bool(every.converged[0, index]), message="damped Newton, projected",
+                                       iterations=int(every.iterations[0, index])))
+    if not optima:
+        raise UserError("the law could not be fitted to these runs under the exponent prior (no finite objective)")
+    theta = best.theta[0]
+    linear = np.array([np.exp(theta[0]), *theta[1:]])[None]
+    logs = tuple(a[None] for a in _logs(runs))
+    _, gradient, _ = objective_with_prior(linear, logs, np.ones_like(logs[2]), objective, prior)
+    free = np.where(pinned(linear, gradient, E_FLOOR * np.exp(logs[2].min(axis=1)), prior.bounds), 0.0, gradient)
+    return FitResult(law=law_from_theta(theta), theta=theta, objective=float(best.objective[0]),
+                     objective_kind=f"{objective.kind} + exponent prior", converged=bool(best.converged[0]),
+                     message="damped Newton, projected into the exponent range",
+                     iterations=int(best.iterations[0]), gradient_norm=float(np.linalg.norm(free)), optima=optima,
+                     n_runs=len(runs))
+
+
+def bootstrap_under_prior(runs: Runs, fit: FitResult, prior: ExponentPrior, objective: Objective,
+                          n_resamples: int, budget: float, confidence: float, seed: int = 0) -> BootstrapResult:
+    """The Bayesian bootstrap of the fit under the prior, each resample warm-started from the fit's
+    distinct optima; N_opt, D_opt and the loss at `budget` from each resample's law."""
+    if n_resamples < 2:
+        raise UserError(f"the bootstrap needs at least 2 resamples, got {n_resamples}")
+    weights = len(runs) * np.random.default_rng(seed).dirichlet(np.ones(len(runs)), n_resamples)
+    starts = np.array([o.theta for o in fit.optima[:2]])
+    best, _ = fit_many_with_prior(*_logs(runs), prior, objective, starts=starts, weights=weights, search=False)
+    laws = [law_from_theta(theta) for theta in best.theta[np.isfinite(best.objective)]]
+    laws = [law for law in laws if all(np.isfinite(v) and v > 0 for v in law.params().values())]
+    if len(laws) < 2:
+        raise UserError("bootstrap: fewer than 2 resamples could be fitted under the exponent prior")
+    params = np.array([[getattr(law, name) for name in PARAM_NAMES] for law in laws])
+    allocations = np.array([law.optimal_allocation(budget) for law in laws])
+    losses = np.array([law.predict(n, d) for law, (n, d) in zip(laws, allocations)])
+    return BootstrapResult(params=params, N_opt=allocations[:, 0], D_opt=allocations[:, 1], loss_opt=losses,
+                           budget=float(budget), confidence=confidence, requested=n_resamples)
+
+
+def leave_one_out_under_prior(runs: Runs, fit: FitResult, prior: ExponentPrior, objective: Objective) -> np.ndarray:
+    """log(measured / predicted) of each run by the law fitted under the prior to all the others."""
+    log_N, log_D, log_loss = _logs(runs)
+    n = len(runs)
+    others = ~np.eye(n, dtype=bool)
+    rows = [np.stack([a[keep] for keep in others]) for a in (log_N, log_D, log_loss)]
+    best, _ = fit_many_with_prior(*rows, prior, objective, starts=np.array([o.theta for o in fit.optima[:2]]))
+    log_E, log_A, log_B, alpha, beta = best.theta.T
+    with np.errstate(all="ignore"):
+        predicted = np.exp(log_E) + np.exp(log_A - alpha * log_N) + np.exp(log_B - beta * log_D)
+        return np.where(np.isfinite(best.objective), log_loss - np.log(predicted), np.nan)
