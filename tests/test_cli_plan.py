@@ -136,7 +136,7 @@ def test_train_dry_run_prints_the_plan(capsys):
     (("--layers", "4", "--hidden", "64", "--heads", "5"), "not divisible by --heads"),
     (("--params", "7e9", "--gpus", "0"), "--gpus must be positive"),
     (("--params", "7e9", "--global-batch-tokens", "1000"), "not a multiple of the sequence length"),
-    (("--params", "7e9", "--gpus", "7", "--global-batch", "4"), "no dp × tp × pp split"),
+    (("--params", "7e9", "--gpus", "7", "--global-batch", "4"), "no dp × cp × tp × pp split"),
     (("--params", "7e9", "--gpu-catalog", "/nonexistent.yaml"), "not found"),
     (("--params", "70e9", "--gpus", "64", "--backend", "deepspeed", "--emit-config", "x.yaml"),
      "none of the fitting layouts .* deepspeed without tp or pp"),

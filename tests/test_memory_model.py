@@ -50,15 +50,16 @@ def test_korthikanti_formula_for_16bit_gpt_without_dropout():
     """Korthikanti et al. 2022 eq. for TP without SP: s·b·h·(10 + 24/t), with SP: s·b·h·34/t, less
     their two 1-byte dropout masks outside (2) and one inside the TP region (none here, no
     dropout: 10 → 8); plus per token the fp32 norm statistics (16 B) and the fp32 log-sum-exp.
-    One difference under SP: the column-parallel matmuls after each norm save the all-gathered
-    input (DTensor's), where Megatron gathers it again in backward, so of the 8·s·b·h outside, the
-    norms' outputs (4·s·b·h) stay whole."""
+    Under lean SP (the default) the column-parallel matmuls after each norm save its output as the
+    sequence shard and gather it again in backward, as Megatron does; with lean_sp=false they keep
+    the all-gathered input, so of the 8·s·b·h outside, the norms' outputs (4·s·b·h) stay whole."""
     s, b, h, a = GPT.seq_len, 2, GPT.d_model, GPT.n_heads
     stats, lse = 2 * 8, 4 * a
     for tp in (1, 2, 4, 8):
-        for sp in (False, True):
-            ours = float(layer_activation_bytes(GPT, b, tp, sp, 0, 2, 2)["stored"])
-            outside = (4 * s * b * h + stats * s * b) / (tp if sp else 1) + 4 * s * b * h
+        for sp, lean in ((False, True), (True, True), (True, False)):
+            ours = float(layer_activation_bytes(GPT, b, tp, sp, 0, 2, 2, lean_sp=lean)["stored"])
+            outside = ((4 * s * b * h + stats * s * b) / (tp if sp else 1)
+                       + 4 * s * b * h / (tp if sp and lean else 1))
             inside = (24 * s * b * h + lse * s * b) / tp
             assert ours == pytest.approx(outside + inside)
     # full recomputation keeps the layer input only (2sbh, / t with SP)

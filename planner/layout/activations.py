@@ -34,8 +34,8 @@ from planner.model_spec import ModelSpec
 def norm_bytes_per_token(spec: ModelSpec, act_bytes, residual_bytes) -> dict[str, np.ndarray]:
     """One norm: its input and statistics (`own`: split along the sequence under sequence
     parallelism), and the one compute-dtype copy of its output that the next matmuls share
-    (`output`: whole under sequence parallelism too, since the column-parallel matmul saves the
-    all-gathered input). The trainer casts once, not once per consuming matmul."""
+    (`output`: under sequence parallelism whole when the column-parallel matmul saves the
+    all-gathered input, split under lean SP). The trainer casts once, not once per consuming matmul."""
     act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
     if spec.arch == "llama":   # F.rms_norm (composite): input, fp32 rstd, x·rstd
         own = 2 * residual_bytes * spec.d_model + 4
@@ -48,7 +48,8 @@ def layer_terms_per_token(spec: ModelSpec, act_bytes, residual_bytes,
                           attention: str = "flash") -> dict[str, np.ndarray]:
     """Bytes per token of one layer, split as Korthikanti et al. split them:
     `replicated` (outside the TP region: norms' inputs; divided by t only with sequence parallelism),
-    `gathered` (the norms' outputs as the column-parallel matmuls save them: never divided),
+    `gathered` (the norms' outputs as the column-parallel matmuls save them: divided by t only
+    under lean sequence parallelism),
     `split` (inside it: Q, K, V, O, MLP; divided by t), `quadratic` (s×s attention scores; divided
     by t, removed by selective recomputation; zero with flash attention)."""
     act_bytes, residual_bytes = np.asarray(act_bytes, float), np.asarray(residual_bytes, float)
@@ -62,31 +63,39 @@ def layer_terms_per_token(spec: ModelSpec, act_bytes, residual_bytes,
 
 
 def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_bytes,
-                           residual_bytes, attention: str = "flash") -> dict[str, np.ndarray]:
+                           residual_bytes, attention: str = "flash", cp=1, lean_sp=True) -> dict[str, np.ndarray]:
     """Bytes one layer keeps for one micro-batch (`stored`), and the working set of one layer that
     full recomputation rebuilds during its backward (`recompute_peak`, zero otherwise).
 
     recompute: indices into candidates.RECOMPUTE (0 none, 1 selective, 2 full); arrays broadcast.
+    lean_sp: under sequence parallelism the column-parallel matmuls save their input as the sequence
+    shard and all-gather it again in backward, so `gathered` divides by t too (else it stays whole).
+    cp: each rank holds 1/cp of every sequence's tokens, and attention saves the K and V all-gathered
+    over the cp group (the whole sequence, heads split by t) in place of its local ones.
     """
-    tokens = np.asarray(micro_batch) * spec.seq_len
+    tokens = np.asarray(micro_batch) * spec.seq_len / np.asarray(cp)
     tp, sp, recompute = np.asarray(tp), np.asarray(sp, bool), np.asarray(recompute)
     terms = layer_terms_per_token(spec, act_bytes, residual_bytes, attention)
     sequence_divisor = np.where(sp, tp, 1)
-    full_layer = tokens * (terms["replicated"] / sequence_divisor + terms["gathered"] + terms["split"] / tp
-                           + terms["quadratic"] / tp)
+    gathered_divisor = np.where(sp & np.asarray(lean_sp, bool), tp, 1)
+    kv_per_token = 2 * np.asarray(act_bytes, float) * spec.kv_heads * spec.head_dim / tp
+    gathered_kv = (np.asarray(micro_batch) * spec.seq_len - tokens) * kv_per_token   # zero without CP
+    full_layer = (tokens * (terms["replicated"] / sequence_divisor + terms["gathered"] / gathered_divisor
+                            + terms["split"] / tp + terms["quadratic"] / tp) + gathered_kv)
     selective_layer = full_layer - tokens * terms["quadratic"] / tp
     layer_input = tokens * residual_bytes * spec.d_model / sequence_divisor
     stored = np.select([recompute == 0, recompute == 1], [full_layer, selective_layer], layer_input)
     return {"stored": stored, "recompute_peak": np.where(recompute == 2, full_layer, 0.0)}
 
 
-def korthikanti_layer_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute) -> dict[str, np.ndarray]:
+def korthikanti_layer_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, cp=1) -> dict[str, np.ndarray]:
     """One layer's activations exactly as Korthikanti et al. 2022 count them (16-bit GPT layer with
     dropout, attention scores materialised; their Table 2): s·b·h·(10 + 24/t + 5·a·s/(h·t)) bytes
     with tensor parallelism, s·b·h/t·(34 + 5·a·s/h) with sequence parallelism as well; selective
     recomputation drops the 5·a·s/h term, full recomputation keeps 2·s·b·h (/t with SP) per layer.
-    The `megatron` accounting; same keys as `layer_activation_bytes`."""
-    tokens_h = np.asarray(micro_batch) * spec.seq_len * spec.d_model
+    The `megatron` accounting; same keys as `layer_activation_bytes`; context parallelism divides
+    the tokens a rank holds by cp."""
+    tokens_h = np.asarray(micro_batch) * spec.seq_len * spec.d_model / np.asarray(cp)
     tp, sp, recompute = np.asarray(tp, float), np.asarray(sp, bool), np.asarray(recompute)
     scores = 5.0 * spec.n_heads * spec.seq_len / (spec.d_model * tp)
     linear = np.where(sp, 34.0 / tp, 10.0 + 24.0 / tp)

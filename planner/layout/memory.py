@@ -17,6 +17,7 @@ from planner.layout.model_states import (compute_bytes, deepspeed_accounting_sta
                                    matmul_params_on_stage, stage_params)
 from planner.model_spec import count_params
 from planner.layout.inputs import PlanInputs
+from planner.layout.stages import blocks_on_rank, peak_candidate_ranks
 
 # The 24-bytes-per-parameter rule of thumb, sharded. Mixed-precision Adam holds 16 bytes of model
 # states per parameter (Rajbhandari et al. 2020, ZeRO: fp32 weights 4, gradients 4, two Adam moments
@@ -55,18 +56,20 @@ def micro_batches_per_step(inputs: PlanInputs, layouts: LayoutArrays) -> np.ndar
 
 
 def stage_memory(inputs: PlanInputs, layouts: LayoutArrays, stage) -> dict[str, np.ndarray]:
-    """Detailed bytes per GPU of pipeline stage `stage` (array or int) for every layout, by part
+    """Detailed bytes per GPU of pipeline rank `stage` (array or int) for every layout, by part
     (PARTS), plus `model_state_tensors` (parameter + gradient + optimizer tensors, what a
-    measurement of one rank after a step sees)."""
+    measurement of one rank after a step sees). The rank holds the blocks the layout's cut gives it
+    (stages.blocks_on_rank). Context parallelism divides every per-token tensor by cp."""
     spec, x = inputs.spec, layouts
     stage = np.broadcast_to(np.asarray(stage), x.dp.shape)
-    held = stage_params(spec, x.tp, x.pp, stage)
+    blocks = blocks_on_rank(spec.n_layers, x, stage)
+    held = stage_params(spec, x.tp, x.pp, stage, blocks)
     layer_held = layer_params_per_tp_rank(spec, x.tp)
     if inputs.accounting == "deepspeed":
         states = deepspeed_accounting_states(held, x.shard, x.zero, largest_layer_params(spec) / x.tp)
     else:
         states = detailed_model_states(held, x.shard, x.backend, x.zero, inputs.precision, layer_held,
-                                       matmul_params_on_stage(spec, x.tp, x.pp, stage))
+                                       matmul_params_on_stage(spec, x.tp, x.pp, stage, blocks))
 
     act = compute_bytes(inputs.precision)
     res = residual_bytes(inputs.precision, x.backend)
@@ -76,16 +79,18 @@ def stage_memory(inputs: PlanInputs, layouts: LayoutArrays, stage) -> dict[str, 
     logits_held = np.where((x.schedule == 0) & (x.pp > 1), n_micro, 1.0)  # GPipe: all m at the end
 
     if inputs.accounting == "megatron":
-        layer = korthikanti_layer_bytes(spec, x.mb, x.tp, x.sp, x.recompute)
+        layer = korthikanti_layer_bytes(spec, x.mb, x.tp, x.sp, x.recompute, x.cp)
     else:
-        layer = layer_activation_bytes(spec, x.mb, x.tp, x.sp, x.recompute, act, res, inputs.attention)
-    activations = (in_flight * spec.n_layers / x.pp * layer["stored"] + layer["recompute_peak"]
-                   + np.where(first, in_flight * embedding_bytes(spec, x.mb), 0.0)
-                   + np.where(last, logits_held * head_bytes(spec, x.mb, x.tp, x.sp, act, res), 0.0))
-    logits = logits_bytes(spec, x.mb, x.tp, act)
+        layer = layer_activation_bytes(spec, x.mb, x.tp, x.sp, x.recompute, act, res, inputs.attention,
+                                       x.cp, x.lean_sp)
+    local_sequences = x.mb / x.cp   # the tokens a rank holds, in sequences: each holds 1/cp of them
+    activations = (in_flight * blocks * layer["stored"] + layer["recompute_peak"]
+                   + np.where(first, in_flight * embedding_bytes(spec, local_sequences), 0.0)
+                   + np.where(last, logits_held * head_bytes(spec, local_sequences, x.tp, x.sp, act, res), 0.0))
+    logits = logits_bytes(spec, local_sequences, x.tp, act)
     logits_total = np.where(last, logits_held * logits["saved"] + logits["transient"], 0.0)
 
-    tokens = x.mb * spec.seq_len
+    tokens = local_sequences * spec.seq_len
     tp_buffer = np.where(x.tp > 1, tokens * spec.d_model * act, 0.0)      # gathered layer input
     pp_buffer = np.where(x.pp > 1, 2 * tokens * spec.d_model * act / np.where(x.sp, x.tp, 1), 0.0)
     parts = {
@@ -109,13 +114,16 @@ def total(parts: dict[str, np.ndarray]) -> np.ndarray:
 def evaluate_memory(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, object]:
     """Per layout: `detailed` (peak over stages), `rule24`, `peak_stage`, `breakdown` (the peak
     stage's PARTS), `rule24_breakdown`, and `fits` under the model `inputs.memory_model` picks."""
-    first = stage_memory(inputs, layouts, 0)
-    last = stage_memory(inputs, layouts, layouts.pp - 1)
-    first_total, last_total = total(first), total(last)
-    last_is_peak = last_total > first_total
-    breakdown = {name: np.where(last_is_peak, last[name], first[name]) for name in PARTS}
-    detailed = np.maximum(first_total, last_total)
-    rule24_parts = rule24_breakdown(count_params(inputs.spec), layouts.tp, layouts.pp, layouts.dp,
+    stages = [(ranks, stage_memory(inputs, layouts, ranks))
+              for ranks in peak_candidate_ranks(inputs.spec.n_layers, layouts)]
+    totals = np.stack([total(parts) for _, parts in stages])
+    peak = np.argmax(totals, axis=0)   # ties: the earliest candidate (rank 0 before the last)
+    pick = np.arange(len(layouts))
+    breakdown = {name: np.stack([parts[name] for _, parts in stages])[peak, pick] for name in PARTS}
+    detailed = totals[peak, pick]
+    peak_stage = np.stack([ranks for ranks, _ in stages])[peak, pick]
+    # Sharded states spread over the cp ranks too: they hold the same parameters.
+    rule24_parts = rule24_breakdown(count_params(inputs.spec), layouts.tp, layouts.pp, layouts.dp * layouts.cp,
                                     layouts.zero)
     rule24 = sum(rule24_parts.values())
     capacity = inputs.gpu.hbm_bytes
@@ -123,7 +131,7 @@ def evaluate_memory(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, obje
     return {
         "detailed": detailed, "rule24": rule24, "breakdown": breakdown,
         "rule24_breakdown": rule24_parts,
-        "peak_stage": np.where(last_is_peak, layouts.pp - 1, 0),
+        "peak_stage": peak_stage,
         "fits": decides <= capacity,
         "fits_detailed": detailed <= capacity, "fits_rule24": rule24 <= capacity,
     }

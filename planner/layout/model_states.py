@@ -47,16 +47,16 @@ def layer_params_per_tp_rank(spec: ModelSpec, tp) -> np.ndarray:
     return split / np.asarray(tp) + (total - split)
 
 
-def stage_params(spec: ModelSpec, tp, pp, stage) -> np.ndarray:
+def stage_params(spec: ModelSpec, tp, pp, stage, blocks=None) -> np.ndarray:
     """Parameters held by one GPU of pipeline stage `stage` (0-based; arrays broadcast).
 
-    Layers split evenly; the first stage holds the token (vocab-parallel over TP) and position
-    embeddings, the last the final norm and the output head (also when tied, if pp > 1: Megatron
+    `blocks`: the layers on that stage (an even split when None); the first stage holds the token
+    (vocab-parallel over TP) and position embeddings, the last the final norm and the output head (also when tied, if pp > 1: Megatron
     keeps a copy of the tied embedding on the last stage).
     """
     tp, pp, stage = (np.asarray(x) for x in (tp, pp, stage))
     d, vocab = spec.d_model, spec.vocab_size
-    layers = spec.n_layers / pp * layer_params_per_tp_rank(spec, tp)
+    layers = (spec.n_layers / pp if blocks is None else np.asarray(blocks)) * layer_params_per_tp_rank(spec, tp)
     first, last = stage == 0, stage == pp - 1
     positions = spec.seq_len * d if spec.arch == "gpt" else 0
     embedding = np.where(first, vocab * d / tp + positions, 0.0)
@@ -65,7 +65,7 @@ def stage_params(spec: ModelSpec, tp, pp, stage) -> np.ndarray:
     return layers + embedding + head
 
 
-def matmul_params_on_stage(spec: ModelSpec, tp, pp, stage) -> np.ndarray:
+def matmul_params_on_stage(spec: ModelSpec, tp, pp, stage, blocks=None) -> np.ndarray:
     """Parameters of the Linear layers (weights and biases) one GPU of stage `stage` holds: what
     autocast casts to 16 bits and caches. Embeddings and norms are not cast; the output head is,
     on the last stage, also when tied to the embedding."""
@@ -73,7 +73,7 @@ def matmul_params_on_stage(spec: ModelSpec, tp, pp, stage) -> np.ndarray:
     norms = 2 * spec.d_model * (2 if spec.bias and spec.arch == "gpt" else 1)
     per_layer = layer_params_per_tp_rank(spec, tp) - norms
     head = np.where(stage == pp - 1, spec.vocab_size * spec.d_model / tp, 0.0)
-    return spec.n_layers / pp * per_layer + head
+    return (spec.n_layers / pp if blocks is None else np.asarray(blocks)) * per_layer + head
 
 
 def largest_layer_params(spec: ModelSpec) -> int:

@@ -1,12 +1,14 @@
-"""Layout search: enumerate dp × tp × pp × sharding × micro-batch × recomputation × schedule,
+"""Layout search: enumerate dp × cp × tp × pp × sharding × micro-batch × recomputation × schedule,
 evaluate memory and step time for all candidates at once (numpy), keep what fits, rank by
 predicted throughput.
 
 Structural constraints prune before evaluation: TP stays within a node and divides the (KV) heads,
-PP divides the layers, the data-parallel size divides the global batch and the micro-batch divides
-each rank's share of it. The layout rules the trainer applies too (which backend runs which stage,
-micro-batches per pipeline schedule) are asked of `parallel/layout.py`: what they refuse is pruned, and
-what only this project's trainer does not run yet is kept, ranked, and marked (`PlanResult.refused`).
+PP is at most the layers (uneven cuts are balanced by parallel.layout.stage_layer_counts), CP (tried
+for long sequences) cuts each sequence into 2 × cp chunks, the data-parallel size divides the global
+batch and the micro-batch divides each rank's share of it. The layout rules the trainer applies too
+(which backend runs which stage, micro-batches per pipeline schedule) are asked of
+`parallel/layout.py`: what they refuse is pruned, and what only this project's trainer does not run
+yet is kept, ranked, and marked (`PlanResult.refused`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ from planner.layout.layout_text import LAYOUT_KEYS, describe, parse_layout  # no
 MAX_MICRO_BATCH = 64
 SPEED_TOLERANCE = 0.01   # predicted speeds this close rank by memory instead
 VPP_CHOICES = (2, 4)
+# Context parallelism is searched for long sequences only: below ~16K tokens attention is a small
+# share of a layer's work and the K/V all-gather buys little (Llama 3 added CP 16 for its 128K stage).
+CP_MIN_SEQ = 16384
+CP_CHOICES = (2, 4, 8, 16)
 
 
 @dataclass
@@ -66,6 +72,21 @@ def _micro_batches(local_batch: int) -> list[int]:
     return [m for m in divisors(local_batch) if m <= MAX_MICRO_BATCH]
 
 
+def context_choices(inputs: PlanInputs, tp: int, rejected: Counter) -> list[int]:
+    """Context-parallel sizes to try with `tp`: 1, and for sequences of CP_MIN_SEQ tokens or more
+    those of CP_CHOICES that cut each sequence into 2 × cp chunks and divide the GPUs left."""
+    seq = inputs.spec.seq_len
+    choices = [1]
+    if seq < CP_MIN_SEQ:
+        return choices
+    for cp in CP_CHOICES:
+        if seq % (2 * cp):
+            rejected[f"cp does not cut the {seq}-token sequence into 2 × cp chunks"] += 1
+        elif (inputs.n_gpus // tp) % cp == 0:
+            choices.append(cp)
+    return choices
+
+
 def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
     """All structurally valid candidates as arrays, and a count of what was pruned and why."""
     spec, n = inputs.spec, inputs.n_gpus
@@ -81,11 +102,11 @@ def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
             rejected[f"tp does not divide the {spec.n_heads} heads / {spec.kv_heads} KV heads / "
                      f"FFN width {spec.ffn}"] += 1
             continue
-        for pp in divisors(n // tp):
-            if spec.n_layers % pp:
-                rejected[f"pp does not divide the {spec.n_layers} layers"] += 1
+        for cp, pp in ((cp, pp) for cp in context_choices(inputs, tp, rejected) for pp in divisors(n // (tp * cp))):
+            if pp > spec.n_layers:   # uneven cuts are fine (stage_layer_counts balances them)
+                rejected[f"pp is more pipeline stages than the {spec.n_layers} layers"] += 1
                 continue
-            dp = n // (tp * pp)
+            dp = n // (tp * pp * cp)
             if inputs.global_batch % dp:
                 rejected[f"dp does not divide the global batch of {inputs.global_batch}"] += 1
                 continue
@@ -93,20 +114,20 @@ def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
             schedules = [(1, 1)] if pp == 1 else [(0, 1), (1, 1)] + [
                 (2, v) for v in VPP_CHOICES if spec.n_layers % (pp * v) == 0]
             sps = (False, True) if tp > 1 else (False,)
-            zeros = stages if dp > 1 else (0,) if 0 in stages else stages[:1]
+            zeros = stages if dp * cp > 1 else (0,) if 0 in stages else stages[:1]
+            backends = {zero: BACKENDS.index(backend_for(inputs.backend, zero, tp > 1 or pp > 1 or cp > 1))
+                        for zero in zeros}
             for mb in _micro_batches(local):
                 n_micro = local // mb
                 for (schedule, vpp), zero, recompute, sp in itertools.product(schedules, zeros, recomputes, sps):
                     if micro_batch_problem(pp, SCHEDULES[schedule], n_micro):
                         rejected[MICRO_BATCH_RULE] += 1
                         continue
-                    backend = BACKENDS.index(backend_for(inputs.backend, zero, tp > 1 or pp > 1))
-                    rows.append((dp, tp, pp, zero, mb, recompute, sp, schedule, vpp, backend))
+                    rows.append((dp, tp, pp, zero, mb, recompute, sp, schedule, vpp, backends[zero], cp))
+    names = ("dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp", "backend", "cp")
     if not rows:
-        return LayoutArrays.from_columns(**{k: [] for k in (
-            "dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp", "backend")}), rejected
+        return LayoutArrays.from_columns(**{k: [] for k in names}), rejected
     table = np.array(rows, dtype=np.int64)
-    names = ("dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp", "backend")
     columns = {name: table[:, i] for i, name in enumerate(names)}
     columns["sp"] = columns["sp"].astype(bool)
     return LayoutArrays.from_columns(**columns), rejected
@@ -145,7 +166,7 @@ def search(inputs: PlanInputs) -> PlanResult:
     layouts, rejected = enumerate_layouts(inputs)
     if len(layouts) == 0:
         reasons = "; ".join(f"{reason} ({count}×)" for reason, count in rejected.most_common(3))
-        raise UserError(f"no dp × tp × pp split of {inputs.n_gpus} GPUs suits this model and batch: "
+        raise UserError(f"no dp × cp × tp × pp split of {inputs.n_gpus} GPUs suits this model and batch: "
                         f"{reasons}; change --gpus, --global-batch or the model shape")
     result = evaluate(inputs, layouts, rejected)
     if len(result.ranked) == 0:
