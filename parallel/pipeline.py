@@ -6,6 +6,11 @@ Stages are assigned round-robin (Narayanan et al. 2021's interleaving): with pp 
 stages per rank, rank r runs stages r, r + pp, r + 2·pp, ... Each stage is a view of the same
 module (`Transformer` with its other layers removed), so every parameter keeps its name and a
 checkpoint reshards between pipeline and non-pipeline layouts.
+
+Under FSDP2 each stage is a root. torch's stage runs every micro-batch's backward without reducing
+and reduces once after the last: ZeRO-1's way. Stages 2 and 3 reduce-scatter in each micro-batch's
+backward instead (`_ShardedGradientStage`), so only gradient shards accumulate; under zero_bubble,
+whose weight gradients come apart from the input gradients, every stage reduces once at the end.
 """
 from __future__ import annotations
 
@@ -15,10 +20,13 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.pipelining import PipelineStage
+from torch.distributed.pipelining._backward import stage_backward
 from torch.distributed.pipelining.schedules import (Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B,
                                                     ScheduleInterleavedZeroBubble, _PipelineSchedule)
 
+from parallel.fsdp import sync_micro_batch
 from parallel.layout import stage_layers
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved": ScheduleInterleaved1F1B,
@@ -58,13 +66,35 @@ def keep_local_stages(model: nn.Module, pp_rank: int, pp: int, vpp: int,
     return model, stages
 
 
+class _ShardedGradientStage(PipelineStage):
+    """A stage whose FSDP2 root reduce-scatters gradients in each micro-batch's full backward (ZeRO
+    stage 2 keeping its gathered weights until the step's end, stage 3 freeing them each time). The
+    schedule's closing reduction (`perform_reduce_grad`) then finds no whole gradients left, reshards
+    and waits for the reductions in flight."""
+
+    def __init__(self, *args, zero_stage: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.zero_stage = zero_stage
+
+    def backward_maybe_with_nosync(self, backward_type, bwd_kwargs: dict, last_backward: bool = False):
+        if backward_type != "full" or not isinstance(self.submod, FSDPModule):
+            return super().backward_maybe_with_nosync(backward_type, bwd_kwargs, last_backward)
+        sync_micro_batch(self.submod, self.zero_stage, last=False)   # the closing reduction finishes the step
+        grads = stage_backward(bwd_kwargs["stage_output"], bwd_kwargs["output_grads"], bwd_kwargs["input_values"])
+        return grads, None
+
+
 def build_schedule(stages: list[nn.Module], pp_rank: int, pp: int, vpp: int, mesh: DeviceMesh,
                    device: torch.device, schedule: str, n_micro: int,
-                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> _PipelineSchedule:
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   zero_stage: int = 0) -> _PipelineSchedule:
     """The schedule over this rank's stages; `loss_fn(output, target)` on the last stage, per
-    micro-batch (gradients are averaged over the `n_micro` micro-batches)."""
+    micro-batch (gradients are averaged over the `n_micro` micro-batches). `zero_stage` 2 or 3 of an
+    FSDP2 model: gradients reduce-scattered every micro-batch."""
     group = mesh.get_group()
-    pipeline_stages = [PipelineStage(module, stage, pp * vpp, device, group=group)
+    kind = _ShardedGradientStage if zero_stage >= 2 else PipelineStage
+    options = {"zero_stage": zero_stage} if zero_stage >= 2 else {}
+    pipeline_stages = [kind(module, stage, pp * vpp, device, group=group, **options)
                        for module, stage in zip(stages, stage_ids(pp_rank, pp, vpp))]
     kind = SCHEDULES[schedule]
     if schedule in MULTI_STAGE:

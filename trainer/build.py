@@ -170,6 +170,5 @@ def build_engine(cfg: Config, backend: str, layout: Layout, parallel: Paralleliz
     optimizer = build_optimizer(parallel.module, cfg.optim)
     if layout.pp > 1:
         return PipelineEngine(parallel, optimizer, precision, layout, n_micro, mesh, device)
-    # ZeRO-3 keeps gradients sharded: reduce-scatter after every micro-batch.
-    return TorchEngine(parallel, optimizer, precision, layout.micro_batch,
-                       reduce_every_micro_batch=layout.zero_stage >= 3, tensor_parallel=layout.tp > 1)
+    return TorchEngine(parallel, optimizer, precision, layout.micro_batch, zero_stage=layout.zero_stage,
+                       tensor_parallel=layout.tp > 1)

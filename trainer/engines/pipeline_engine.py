@@ -21,13 +21,15 @@ from trainer.precision import Precision
 class PipelineEngine(TorchEngine):
     def __init__(self, parallel: Parallelized, optimizer: torch.optim.Optimizer, precision: Precision,
                  layout: Layout, n_micro: int, mesh, device: torch.device):
-        super().__init__(parallel, optimizer, precision, layout.micro_batch, tensor_parallel=layout.tp > 1)
+        super().__init__(parallel, optimizer, precision, layout.micro_batch, zero_stage=layout.zero_stage,
+                         tensor_parallel=layout.tp > 1)
         self.n_micro = n_micro
         self.eval_batch = layout.micro_batch * n_micro   # the schedule's stages expect whole micro-batches
         self.local_gradients = False                      # the schedule runs all micro-batches in one go
         self._loss_hook: Optional[LossHook] = None
         self.schedule = build_schedule(parallel.stages, mesh["pp"].get_local_rank(), layout.pp, layout.vpp,
-                                       mesh["pp"], device, layout.pp_schedule, n_micro, self.loss_fn)
+                                       mesh["pp"], device, layout.pp_schedule, n_micro, self.loss_fn,
+                                       zero_stage=layout.zero_stage)
 
     def loss_fn(self, output: torch.Tensor, targets_BT: torch.Tensor, z_loss: float = 0.0,
                 scoring: bool = False) -> torch.Tensor:

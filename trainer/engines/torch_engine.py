@@ -1,8 +1,8 @@
 """DDP and FSDP2 (with or without tensor parallelism) over a torch optimizer and our Precision.
 
-Gradient accumulation: DDP all-reduces only on the last micro-batch (`no_sync` before). FSDP2 at
-ZeRO-2 (`reshard_after_forward=False`) likewise accumulates unsharded gradients and reduce-scatters
-once; at ZeRO-3 it reduce-scatters every micro-batch, so gradients stay sharded, as ZeRO-3 promises.
+Gradient accumulation: DDP all-reduces only on the last micro-batch (`no_sync` before). FSDP2 does
+what its ZeRO stage says (parallel/fsdp.py's sync_micro_batch): stage 1 likewise accumulates whole
+gradients and reduces once; stages 2 and 3 reduce-scatter every micro-batch, so gradients stay sharded.
 """
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from typing import Callable, ContextManager, Optional
 import torch
 import torch.nn as nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from parallel.fsdp import sync_micro_batch
 from parallel.gradients import average_gradients, clip_gradients, global_grad_norm, local
 from parallel.held_memory import storage_bytes
 from parallel.parallelize import Parallelized
@@ -31,13 +33,14 @@ class TorchEngine:
     """DDP or FSDP2 over a torch optimizer (or one process, or a module wrapped by hand)."""
 
     def __init__(self, parallel: Parallelized | nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-                 micro_batch: int = 1, reduce_every_micro_batch: bool = False, tensor_parallel: bool = False):
-        """`parallel`: what `parallelize` returned, or a plain module (one process, or DDP/FSDP applied by hand)."""
+                 micro_batch: int = 1, zero_stage: int = 0, tensor_parallel: bool = False):
+        """`parallel`: what `parallelize` returned, or a plain module (one process, or DDP/FSDP applied by hand);
+        `zero_stage`: what FSDP2 shards, which sets when it reduces gradients."""
         if isinstance(parallel, nn.Module):
             parallel = Parallelized(parallel)
         self.module, self.optimizer, self.precision = parallel.module, optimizer, precision
         self.parallel, self.tensor_parallel = parallel, tensor_parallel
-        self.reduce_every_micro_batch = reduce_every_micro_batch
+        self.zero_stage = zero_stage
         self.eval_batch = micro_batch
         self.model_state_bytes = 0
         # Whole, unreduced, unscaled gradients on this rank between micro-batches (DDP or one process
@@ -61,8 +64,8 @@ class TorchEngine:
         return next(self.module.parameters()).device
 
     def accumulate(self, last: bool) -> ContextManager:
-        if hasattr(self.module, "set_requires_gradient_sync"):      # FSDP2
-            self.module.set_requires_gradient_sync(last or self.reduce_every_micro_batch)
+        if isinstance(self.module, FSDPModule):
+            sync_micro_batch(self.module, self.zero_stage, last)
             return contextlib.nullcontext()
         no_sync = getattr(self.module, "no_sync", None)              # DDP
         return contextlib.nullcontext() if last or no_sync is None else no_sync()
