@@ -32,32 +32,44 @@ class GPU:
     # defaults, between the two.
     matmul_efficiency: float = 0.72
     attention_efficiency: float = 0.45
+    tp_overlap: float = 0.0   # share of TP communication the software hides behind GEMMs
+    generation: str = ""      # ampere | hopper | ...: which SOFTWARE efficiencies apply
 
 
-# Sustained shares of peak, fitted once to every published run in planner/layout/calibration.py
-# (not per run). FlashAttention-2 reaches 50-73 % of A100 peak forward and less backward (Dao 2023)
-# and about 35 % on H100 (Shah et al. 2024, FlashAttention-3); GEMMs sustain ~240 of 312 TFLOP/s
-# on A100 and ~670 of 989 on H100 at training clocks (H100 bursts to ~800 in short benchmarks).
+# Sustained shares of peak with PyTorch-native software (torchtitan, Llama 3's stack: cuBLAS GEMMs,
+# FlashAttention-2), fitted once on planner/layout/calibration_runs.py (not per run). GEMMs sustain
+# ~240 of 312 TFLOP/s on A100 and ~730 of 989 on H100; FlashAttention-2 reaches 50-73 % of A100 peak
+# forward, less backward (Dao 2023), and about 35 % of H100's forward (Shah et al. 2024).
 _AMPERE = {"matmul_efficiency": 0.77, "attention_efficiency": 0.55}
-_HOPPER = {"matmul_efficiency": 0.68, "attention_efficiency": 0.35}
+_HOPPER = {"matmul_efficiency": 0.74, "attention_efficiency": 0.30}
+
+# Other software on the same GPU generation, each fitted on the calibration runs that used it:
+# "2023": Hopper before its kernels matured (llm-foundry's H100 benchmarks); "nemo": NeMo /
+# Megatron-Core with Transformer Engine GEMMs, cuDNN flash attention (FlashAttention-3 class: up to
+# 75 % of H100 peak, Shah et al. 2024) and TP communication overlapped with the GEMMs.
+SOFTWARE: dict[str, dict[str, dict[str, float]]] = {
+    "current": {},
+    "2023": {"hopper": {"matmul_efficiency": 0.68, "attention_efficiency": 0.30}},
+    "nemo": {"hopper": {"matmul_efficiency": 0.82, "attention_efficiency": 0.75, "tp_overlap": 1.0}},
+}
 
 CATALOG: dict[str, GPU] = {g.id: g for g in [
     # NVIDIA datasheets (A100, H100, H200, B200, L40S, A10, V100); network 200-400 Gb/s per GPU.
     GPU("a100-40gb", "NVIDIA A100 40GB SXM", 40 * GIB, 312 * TERA, 312 * TERA, 0, 19.5 * TERA,
         300 * GB, 25 * GB, ("A100-SXM4-40GB", "A100-PCIE-40GB"), hbm_bw=1555 * GB,
-        **_AMPERE),
+        generation="ampere", **_AMPERE),
     GPU("a100-80gb", "NVIDIA A100 80GB SXM", 80 * GIB, 312 * TERA, 312 * TERA, 0, 19.5 * TERA,
         300 * GB, 25 * GB, ("A100-SXM4-80GB", "A100 80GB", "A100-PCIE-80GB"), hbm_bw=2039 * GB,
-        **_AMPERE),
+        generation="ampere", **_AMPERE),
     GPU("h100-sxm", "NVIDIA H100 SXM 80GB", 80 * GIB, 989 * TERA, 989 * TERA, 1979 * TERA,
         67 * TERA, 450 * GB, 50 * GB, ("H100 80GB HBM3", "H100 SXM"), hbm_bw=3350 * GB,
-        **_HOPPER),
+        generation="hopper", **_HOPPER),
     GPU("h100-pcie", "NVIDIA H100 PCIe 80GB", 80 * GIB, 756 * TERA, 756 * TERA, 1513 * TERA,
         51 * TERA, 64 * GB, 25 * GB, ("H100 PCIe",), hbm_bw=2000 * GB,
-        **_HOPPER),
+        generation="hopper", **_HOPPER),
     GPU("h200", "NVIDIA H200 SXM 141GB", 141 * GB, 989 * TERA, 989 * TERA, 1979 * TERA,
         67 * TERA, 450 * GB, 50 * GB, ("H200",), hbm_bw=4800 * GB,
-        **_HOPPER),
+        generation="hopper", **_HOPPER),
     GPU("b200", "NVIDIA B200 180GB", 180 * GB, 2250 * TERA, 2250 * TERA, 4500 * TERA,
         75 * TERA, 900 * GB, 50 * GB, ("B200",), hbm_bw=8000 * GB),
     GPU("l40s", "NVIDIA L40S 48GB", 48 * GB, 362 * TERA, 362 * TERA, 733 * TERA, 91.6 * TERA,
@@ -67,6 +79,13 @@ CATALOG: dict[str, GPU] = {g.id: g for g in [
     GPU("v100-32gb", "NVIDIA V100 SXM2 32GB", 32 * GIB, 125 * TERA, 125 * TERA, 0, 15.7 * TERA,
         150 * GB, 12.5 * GB, ("V100",), hbm_bw=900 * GB),
 ]}
+
+
+def with_software(gpu: GPU, software: str = "current") -> GPU:
+    """The GPU with the sustained efficiencies of `software` (a SOFTWARE key) on its generation."""
+    from dataclasses import replace
+
+    return replace(gpu, **SOFTWARE[software].get(gpu.generation, {}))
 
 
 def identify(device_name: str) -> Optional[GPU]:

@@ -6,7 +6,8 @@ import pytest
 
 from parallel.layout import Layout
 from planner.layout.cost import (HALF_EFFICIENCY_DIM, HALF_EFFICIENCY_RIDGE, LINK_LATENCY_S, MAX_MATMUL_EFFICIENCY,
-                                 evaluate_cost, group_bandwidth, half_efficiency_dim, matmul_efficiency, ring_time)
+                                 NETWORK_EFFICIENCY, evaluate_cost, group_bandwidth, half_efficiency_dim,
+                                 matmul_efficiency, ring_time)
 from planner.hardware import CATALOG, peak_flops
 from planner.layout.candidates import LayoutArrays
 from planner.model_spec import ModelSpec, flops_per_token
@@ -16,13 +17,20 @@ LLAMA7B = ModelSpec("llama", 32, 4096, 32, 32000, 4096)
 
 
 def _cost(inputs, *layouts):
-    return evaluate_cost(inputs, LayoutArrays.from_layouts(list(layouts), inputs.backend))
+    arrays = LayoutArrays.from_layouts(list(layouts), inputs.backend)
+    for name in ("cp", "pp_layers", "lean_sp"):   # what the arrays may not carry yet (cost.column)
+        if getattr(arrays, name, None) is None:
+            setattr(arrays, name, [getattr(layout, name) for layout in layouts])
+    return evaluate_cost(inputs, arrays)
 
 
 def test_ring_collectives_by_hand():
     # all-reduce of 1 GB over 8 ranks at 100 GB/s: 2 · 7/8 · 10 ms + 2 · 7 latencies
     assert float(ring_time(1e9, 8, 100e9, 2.0)) == pytest.approx(2 * 7 / 8 * 0.01 + 14 * LINK_LATENCY_S)
     assert float(ring_time(1e9, 1, 100e9, 2.0)) == 0.0
+    # one call per layer: each pays the ring's latency again
+    assert float(ring_time(1e9, 8, 100e9, 1.0, calls=80) - ring_time(1e9, 8, 100e9, 1.0)) == pytest.approx(
+        79 * 7 * LINK_LATENCY_S)
 
 
 def test_matmul_efficiency_grows_with_size_and_is_bounded():
@@ -39,7 +47,8 @@ def test_step_is_the_sum_of_its_parts_and_mfu_is_model_flops_over_peak():
                Layout(dp_shard=4, tp=8, pp=2, zero_stage=2, micro_batch=1, pp_schedule="interleaved", vpp=4)]
     c = _cost(inputs, *layouts)
     # the optimizer step (memory-bound AdamW over the local parameters) is a part of its own
-    parts = c["compute_s"] + c["tp_comm_s"] + c["bubble_s"] + c["p2p_s"] + c["dp_comm_s"] + c["optimizer_s"]
+    parts = (c["compute_s"] + c["tp_comm_s"] + c["cp_comm_s"] + c["bubble_s"] + c["p2p_s"] + c["dp_comm_s"]
+             + c["optimizer_s"])
     assert np.allclose(c["step_time_s"], parts)
     tokens = 512 * LLAMA7B.seq_len
     assert np.allclose(c["tokens_per_s"], tokens / c["step_time_s"])
@@ -60,21 +69,30 @@ def test_pipeline_bubble_is_p_minus_1_over_v_m():
 
 
 def test_tensor_parallel_communication_by_hand():
-    """4 all-reduces of b·s·h (bf16) per layer and micro-batch over NVLink."""
+    """4 all-reduces of b·s·h (bf16) per layer and micro-batch over NVLink; lean SP adds one more
+    (the norm output gathered again in backward), full recomputation two (its second forward)."""
     gpu = CATALOG["h100-sxm"]
     inputs = PlanInputs(LLAMA7B, gpu, 8, 16)
-    c = _cost(inputs, Layout(dp_replicate=1, tp=8, micro_batch=2))
+    c = _cost(inputs, Layout(dp_replicate=1, tp=8, micro_batch=2),
+              Layout(dp_replicate=1, tp=8, micro_batch=2, sequence_parallel=True, lean_sp=True),
+              Layout(dp_replicate=1, tp=8, micro_batch=2, sequence_parallel=True, lean_sp=False),
+              Layout(dp_replicate=1, tp=8, micro_batch=2, recompute="full"))
     message = 2 * LLAMA7B.seq_len * LLAMA7B.d_model * 2
-    expected = (16 // 2) * LLAMA7B.n_layers * 4 * ring_time(message, 8, gpu.intra_node_bw, 2.0)
-    assert float(c["tp_comm_s"][0]) == pytest.approx(float(expected))
+    one = (16 // 2) * LLAMA7B.n_layers * ring_time(message, 8, gpu.intra_node_bw, 2.0)
+    assert c["tp_comm_s"].tolist() == pytest.approx([4 * one, 5 * one, 4 * one, 6 * one])
+    # software that overlaps TP communication with the GEMMs hides its share
+    from dataclasses import replace
+    hidden = _cost(PlanInputs(LLAMA7B, replace(gpu, tp_overlap=0.75), 8, 16), Layout(tp=8, micro_batch=2))
+    assert float(hidden["tp_comm_s"][0]) == pytest.approx(0.25 * 4 * float(one))
 
 
 def test_cross_node_ring_uses_one_nic_per_member_of_the_group():
     """NCCL runs one ring per NIC: a data-parallel group with k members in each node crosses the
     network at k × the per-GPU bandwidth (capped by NVLink); with TP = 8, one member per node."""
     gpu = CATALOG["a100-80gb"]
-    assert float(group_bandwidth(gpu, 64, 8, 8)) == pytest.approx(min(8 * gpu.network_bw, gpu.intra_node_bw))
-    assert float(group_bandwidth(gpu, 8, 1, 8)) == pytest.approx(gpu.network_bw)
+    line = gpu.network_bw * NETWORK_EFFICIENCY
+    assert float(group_bandwidth(gpu, 64, 8, 8)) == pytest.approx(min(8 * line, gpu.intra_node_bw))
+    assert float(group_bandwidth(gpu, 8, 1, 8)) == pytest.approx(line)
     assert float(group_bandwidth(gpu, 8, 8, 8)) == pytest.approx(gpu.intra_node_bw)
 
 
@@ -109,3 +127,46 @@ def test_megatron_1t_hardware_flops_utilisation():
     inputs = PlanInputs(spec, CATALOG["a100-80gb"], 3072, 3072, precision="fp16")
     c = _cost(inputs, Layout(dp_replicate=6, tp=8, pp=64, micro_batch=1, recompute="full"))
     assert float(c["hfu"][0]) == pytest.approx(0.52, abs=0.08)
+
+
+def test_context_parallel_splits_the_work_and_moves_k_and_v():
+    """cp ranks each compute 1/cp of every sequence (balanced causal chunks: the same attention
+    work), and per layer and micro-batch gather K and V of the whole sequence in forward and
+    reduce-scatter their gradients in backward: over NVLink while cp × tp fits a node."""
+    gpu = CATALOG["h100-sxm"]
+    spec = ModelSpec("llama", 32, 4096, 32, 128256, 32768, n_kv_heads=8, ffn_hidden=14336)
+    plain = _cost(PlanInputs(spec, gpu, 8, 8), Layout(dp_shard=8, zero_stage=3))
+    split = _cost(PlanInputs(spec, gpu, 8, 2), Layout(dp_shard=2, cp=4, zero_stage=3))
+    assert float(split["compute_s"][0]) == pytest.approx(float(plain["compute_s"][0]) / 4, rel=0.05)
+    kv = spec.seq_len * 2 * 8 * spec.head_dim * 2
+    assert float(split["cp_comm_s"][0]) == pytest.approx(32 * 2 * float(ring_time(kv, 4, gpu.intra_node_bw, 1.0)))
+    across = _cost(PlanInputs(spec, gpu, 16, 1), Layout(tp=4, cp=4))
+    kv_tp = kv / 4
+    by_network = ring_time(kv_tp, 4, group_bandwidth(gpu, 4, 2, 8), 1.0)
+    assert float(across["cp_comm_s"][0]) == pytest.approx(32 * 2 * float(by_network))
+
+
+def test_the_slowest_pipeline_stage_sets_the_pace():
+    """70 layers on 12 stages (BLOOM's cut: 5, 6 × 10, 5) run at the pace of a 6-layer stage, and an
+    explicit cut with a heavy stage is slower by that stage's extra layers."""
+    spec = ModelSpec("gpt", 70, 4096, 32, 50304, 2048)
+    inputs = PlanInputs(spec, CATALOG["a100-80gb"], 96, 96)
+    balanced = Layout(dp_replicate=1, tp=8, pp=12, micro_batch=1)
+    heavy = Layout(dp_replicate=1, tp=8, pp=12, micro_batch=1, pp_layers=(4,) + (6,) * 10 + (6,))
+    c = _cost(inputs, balanced, heavy)
+    assert float(c["compute_s"][1]) > float(c["compute_s"][0])
+    assert float(c["bubble_s"][0] / c["compute_s"][0]) == pytest.approx(11 / 96)
+    # the balanced cut's last rank holds 5 blocks and the head, an even 72-layer cut's 6 and the head
+    even = _cost(PlanInputs(ModelSpec("gpt", 72, 4096, 32, 50304, 2048), CATALOG["a100-80gb"], 96, 96),
+                 Layout(dp_replicate=1, tp=8, pp=12, micro_batch=1))
+    assert float(c["compute_s"][0]) < float(even["compute_s"][0])
+
+
+def test_fully_sharded_at_scale_pays_per_layer_latency_and_has_little_to_hide_behind():
+    """ZeRO-3 over more nodes with one sequence per GPU: the per-layer collectives' latency grows
+    with the ring, so a step on 512 GPUs is slower than on 64 at the same per-GPU batch."""
+    gpu = CATALOG["h100-sxm"]
+    small = _cost(PlanInputs(LLAMA7B, gpu, 64, 64), Layout(dp_shard=64, zero_stage=3))
+    large = _cost(PlanInputs(LLAMA7B, gpu, 512, 512), Layout(dp_shard=512, zero_stage=3))
+    assert float(large["dp_comm_s"][0]) > float(small["dp_comm_s"][0]) + 3 * 32 * 400 * LINK_LATENCY_S
+    assert float(large["step_time_s"][0]) > float(small["step_time_s"][0])

@@ -1,43 +1,43 @@
-"""Step time of a layout: compute + exposed tensor-parallel communication + pipeline bubble +
-exposed data-parallel / ZeRO / FSDP communication + the optimizer step.
+"""Step time of a layout: compute + exposed tensor- and context-parallel communication + pipeline
+bubble + exposed data-parallel / ZeRO / FSDP communication + the optimizer step.
 
-Calibrated against published runs (planner/layout/calibration.py, `scaleplan plan --calibration`):
+Calibrated against published runs (planner/layout/calibration_runs.py, `scaleplan plan --calibration`):
 the constants below and the GPU catalog's efficiencies are shared by every run, never set per run.
 
 - Compute: GEMM FLOPs over peak × the GPU's sustained GEMM efficiency, scaled down for small local
-  dimensions (d/(d + half) per dimension, half at a fixed share of the GPU's ridge point: peak over
-  HBM bandwidth); flash attention at the GPU's attention efficiency; memory-bound element-wise work
-  (norms, activations, residuals, cross-entropy) as bytes over HBM bandwidth. The slowest pipeline
-  stage (the last one, which also runs the output head) sets the pace.
-- TP (Korthikanti et al. 2022): per layer and micro-batch two all-reduces forward and two backward
-  of b·s·h (all-gather + reduce-scatter pairs with sequence parallelism: the same volume), two more
-  under full recomputation; ring all-reduce over the NVLink bandwidth; not overlapped.
-- Pipeline: bubble (p − 1)/m of the ideal time for GPipe and 1F1B, (p − 1)/(v·m) interleaved
-  (Narayanan et al. 2021), plus the fill-and-drain point-to-point sends.
-- Data parallel (Rajbhandari et al. 2020): all-reduce of gradients once per step (DDP, no_sync
-  between micro-batches); ZeRO-1 reduce-scatter + all-gather per step; ZeRO-2 reduce-scatter per
-  micro-batch; ZeRO-3/FSDP two all-gathers and a reduce-scatter per micro-batch. Each overlaps with
-  the backward (ZeRO-3: forward and backward) compute running meanwhile, at OVERLAP efficiency.
-  TP ranks are innermost; once the group leaves a node, its k members per node cross the network
-  over k NICs (NCCL runs a ring per NIC), at most at NVLink speed.
+  dimensions (d/(d + half) per dimension, half at a fixed share of the GPU's ridge point); flash
+  attention at the GPU's attention efficiency; memory-bound element-wise work as bytes over HBM
+  bandwidth. Each rank computes 1/cp of every sequence (load-balanced causal chunks: equal attention
+  work). The slowest pipeline stage of the real cut (head on the last) sets the pace.
+- TP (Korthikanti et al. 2022): per layer and micro-batch four all-reduce volumes of b·(s/cp)·h, two
+  more under full recomputation, one more with lean SP (backward all-gathers the norm output again).
+- CP: K and V all-gathered in forward and their gradients reduce-scattered in backward (again
+  gathered when recomputing), over NVLink while cp·tp fits a node, else the network.
+- Pipeline: bubble (p − 1)/(v·m) of the slowest stage's time, plus fill-and-drain sends.
+- Data parallel (Rajbhandari et al. 2020) over the dp × cp ranks that hold one stage's replica:
+  DDP all-reduce per step; ZeRO-1 reduce-scatter + all-gather per step; ZeRO-2 reduce-scatter per
+  micro-batch; ZeRO-3 two all-gathers and a reduce-scatter per micro-batch. Collectives run per
+  layer (a ring's latency per call grows with its ranks), the first gather and the last reduce of a
+  micro-batch have nothing to hide behind, and the rest hides behind OVERLAP of the compute running
+  meanwhile. Across nodes a node's k members of the group share k NICs at NETWORK_EFFICIENCY.
 - Optimizer: AdamW reads and writes the fp32 states of the local parameters at HBM bandwidth.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from parallel.layout import stage_layer_counts
 from planner.hardware import peak_flops
 from planner.layout.candidates import LayoutArrays
+from planner.layout.inputs import PlanInputs
 from planner.layout.memory import micro_batches_per_step
 from planner.layout.model_states import compute_bytes, stage_params
 from planner.model_spec import flops_per_token, layer_matmul_params
-from planner.layout.inputs import PlanInputs
 
 MAX_MATMUL_EFFICIENCY = 0.80   # default best dense GEMM share of peak (each GPU in the catalog sets its own)
 HALF_EFFICIENCY_DIM = 96       # a GEMM dimension this small reaches half of it (no GPU given)
 # On a given GPU that dimension sits at a fixed share of its ridge point, peak FLOP/s over memory
-# bandwidth: a GEMM with one dimension d does about d FLOPs per byte moved, so it stops being
-# compute-bound near the ridge (A100: 153, H100: 295 FLOPs per byte).
+# bandwidth: a GEMM with one dimension d does about d FLOPs per byte moved (fitted on the calibration set).
 HALF_EFFICIENCY_RIDGE = 2.5
 # Memory-bound element-wise work (norms, residual adds, activation functions, their backward), in
 # 16-bit elements read or written per token and layer, per d_model and per MLP hidden unit.
@@ -45,8 +45,9 @@ ELEMENTWISE_PER_HIDDEN = 36.0
 ELEMENTWISE_PER_FFN = 18.0
 CROSS_ENTROPY_BYTES = 12.0     # per logit: 16-bit logits written, read as fp32, gradient written
 OPTIMIZER_BYTES = 32.0         # per local parameter: AdamW reads and writes fp32 weight, moments, gradient
-OVERLAP = 0.3                  # share of concurrent compute that hides communication (kernels share SMs and HBM)
-LINK_LATENCY_S = 5e-6          # per ring step
+OVERLAP = 0.3                  # share of concurrent compute that hides communication (fitted on the calibration set)
+LINK_LATENCY_S = 5e-6          # per ring step (NCCL's small-message latency across a hop)
+NETWORK_EFFICIENCY = 0.8       # share of a NIC's line rate a ring's bus bandwidth reaches (nccl-tests on IB/RoCE)
 DDP_BUCKET_BYTES = 25e6        # the last bucket is never hidden
 
 
@@ -64,22 +65,44 @@ def half_efficiency_dim(gpu, peak: float) -> float:
     return HALF_EFFICIENCY_RIDGE * peak / gpu.hbm_bw
 
 
-def ring_time(bytes_, ranks, bandwidth, passes: float) -> np.ndarray:
+def ring_time(bytes_, ranks, bandwidth, passes: float, calls=1) -> np.ndarray:
     """Ring collective time: `passes` × (n − 1)/n × bytes over the link (all-reduce: 2 passes,
-    all-gather or reduce-scatter: 1), plus a latency per step."""
+    all-gather or reduce-scatter: 1), plus a latency per ring step of each of `calls` calls."""
     ranks = np.asarray(ranks, float)
     share = (ranks - 1) / ranks
-    return np.where(ranks > 1, passes * (share * bytes_ / bandwidth + (ranks - 1) * LINK_LATENCY_S), 0.0)
+    return np.where(ranks > 1, passes * (share * bytes_ / bandwidth + calls * (ranks - 1) * LINK_LATENCY_S), 0.0)
 
 
 def group_bandwidth(gpu, ranks, ranks_per_node, gpus_per_node: int) -> np.ndarray:
     """Bus bandwidth of a ring over `ranks` GPUs placed `ranks_per_node` to a node. Within a node:
     NVLink. Across nodes NCCL runs one ring per NIC, so a node's k members of the group share k
-    network links: k × the per-GPU network bandwidth, at most NVLink's."""
+    network links at NETWORK_EFFICIENCY of line rate, at most NVLink's."""
     ranks = np.asarray(ranks)
     per_node = np.maximum(np.minimum(ranks_per_node, gpus_per_node), 1)
-    across = np.minimum(per_node * gpu.network_bw, gpu.intra_node_bw)
+    across = np.minimum(per_node * gpu.network_bw * NETWORK_EFFICIENCY, gpu.intra_node_bw)
     return np.where(ranks > per_node, across, gpu.intra_node_bw)
+
+
+def column(x: LayoutArrays, name: str, default) -> np.ndarray:
+    """A LayoutArrays field, or `default` for every layout where the arrays do not carry it."""
+    value = getattr(x, name, None)
+    return np.full(len(x.dp), default) if value is None else np.asarray(value)
+
+
+def stage_cut(n_layers: int, x: LayoutArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks on the first, the busiest middle and the last pipeline rank of each layout (a rank
+    runs its vpp chunks), from the real cut: `pp_layers` where given, else the balanced one."""
+    cuts = column(x, "pp_layers", None)
+    known: dict = {}   # a search holds thousands of layouts but few distinct cuts
+    for pp, vpp, cut in zip(x.pp.tolist(), column(x, "vpp", 1).tolist(), cuts.tolist()):
+        key = (pp, vpp, tuple(cut) if cut else None)
+        if key not in known:
+            chunks = stage_layer_counts(n_layers, pp * vpp, key[2])
+            ranks = [sum(chunks[s::pp]) for s in range(pp)]
+            known[key] = (ranks[0], max(ranks[1:-1], default=0), ranks[-1])
+    rows = np.array([known[(pp, vpp, tuple(cut) if cut else None)] for pp, vpp, cut in
+                     zip(x.pp.tolist(), column(x, "vpp", 1).tolist(), cuts.tolist())], float).reshape(-1, 3)
+    return rows[:, 0], rows[:, 1], rows[:, 2]
 
 
 def layer_time_per_token(inputs: PlanInputs, tp, tokens, peak: float) -> np.ndarray:
@@ -112,14 +135,15 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
     spec, gpu, x = inputs.spec, inputs.gpu, layouts
     peak = peak_flops(gpu, inputs.precision)
     act = compute_bytes(inputs.precision)
-    tokens_mb = x.mb * spec.seq_len
+    cp, lean = column(x, "cp", 1), column(x, "lean_sp", True).astype(bool)
+    tokens_mb = x.mb * spec.seq_len / cp          # tokens one rank computes per micro-batch
     n_micro = micro_batches_per_step(inputs, x)
-    layers_here = spec.n_layers / x.pp
+    full = x.recompute == 2
 
-    # Compute: the slowest stage's time for one micro-batch, times the micro-batches.
+    # Compute: the slowest pipeline rank's time for one micro-batch, times the micro-batches.
     layer_s = layer_time_per_token(inputs, x.tp, tokens_mb, peak)
     recompute_fraction = np.select(  # extra forward work relative to one layer's forward + backward
-        [x.recompute == 2, (x.recompute == 1) & (inputs.attention == "math")],
+        [full, (x.recompute == 1) & (inputs.attention == "math")],
         [1.0 / 3.0, (4.0 * spec.seq_len * spec.d_model) / (6.0 * layer_matmul_params(spec)
                                                             + 12.0 * spec.seq_len * spec.d_model)],
         0.0)
@@ -127,53 +151,67 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
         peak * matmul_efficiency(tokens_mb, spec.d_model, spec.vocab_size / x.tp, best=gpu.matmul_efficiency,
                                  half=half_efficiency_dim(gpu, peak)))
         + CROSS_ENTROPY_BYTES * spec.vocab_size / x.tp / gpu.hbm_bw)
-    stage_s_per_token = layers_here * layer_s * (1 + recompute_fraction) + head_s
+    block_s = layer_s * (1 + recompute_fraction)
+    first, middle, last = stage_cut(spec.n_layers, x)
+    layers_here = np.where(x.pp > 1, np.maximum.reduce([first, middle, last]), spec.n_layers)
+    stage_s_per_token = np.maximum.reduce([first * block_s, middle * block_s, last * block_s + head_s])
     micro_batch_s = tokens_mb * stage_s_per_token
     compute = n_micro * micro_batch_s
 
-    # Tensor parallel: 4 all-reduces of b·s·h per layer and micro-batch (6 with full recompute).
-    collectives = np.where(x.recompute == 2, 6, 4)
-    tp_comm = (n_micro * layers_here * collectives
+    # Tensor parallel: all-reduce volumes of b·(s/cp)·h per layer and micro-batch.
+    sp = x.sp.astype(bool)
+    collectives = 4 + np.where(full, 2, 0) + np.where(sp & lean & ~full, 1, 0)
+    tp_comm = ((1 - gpu.tp_overlap) * n_micro * layers_here * collectives
                * ring_time(tokens_mb * spec.d_model * act, x.tp, gpu.intra_node_bw, 2.0))
+
+    # Context parallel: K and V of the whole sequences gathered, their gradients reduce-scattered.
+    kv_bytes = x.mb * spec.seq_len * 2 * spec.kv_heads * spec.head_dim / x.tp * act
+    cp_bw = group_bandwidth(gpu, cp, inputs.gpus_per_node // x.tp, inputs.gpus_per_node)
+    cp_comm = n_micro * layers_here * np.where(full, 3, 2) * ring_time(kv_bytes, cp, cp_bw, 1.0)
 
     # Pipeline: bubble and fill/drain sends (stages are outermost: across nodes beyond one node).
     chunks = np.where(x.schedule == 2, x.vpp, 1)
     bubble = np.where(x.pp > 1, (x.pp - 1) / (chunks * n_micro) * compute, 0.0)
-    pp_bw = np.where(x.tp * x.dp >= inputs.gpus_per_node, gpu.network_bw, gpu.intra_node_bw)
-    send = tokens_mb * spec.d_model * act / np.where(x.sp, x.tp, 1) / pp_bw + LINK_LATENCY_S
+    pp_bw = np.where(x.tp * cp * x.dp >= inputs.gpus_per_node, gpu.network_bw * NETWORK_EFFICIENCY,
+                     gpu.intra_node_bw)
+    send = tokens_mb * spec.d_model * act / np.where(sp, x.tp, 1) / pp_bw + LINK_LATENCY_S
     p2p = np.where(x.pp > 1, 2 * (x.pp - 1) * chunks * send, 0.0)
 
-    # Data parallel: volume per step by sharding stage, and the compute that can hide it. TP ranks
-    # are innermost, so a node holds gpus_per_node / tp members of each data-parallel group.
-    held = stage_params(spec, x.tp, x.pp, 0)
-    dp_bw = group_bandwidth(gpu, x.dp, inputs.gpus_per_node // x.tp, inputs.gpus_per_node)
+    # Data parallel over the dp × cp ranks holding one replica of a stage (cp ranks see other tokens
+    # of the same sequences); TP ranks are innermost, so a node holds gpus_per_node / tp of them.
+    group = x.dp * cp
+    held = stage_params(spec, x.tp, x.pp, 0) * layers_here / (spec.n_layers / x.pp)
+    dp_bw = group_bandwidth(gpu, group, inputs.gpus_per_node // x.tp, inputs.gpus_per_node)
     grad_bytes = np.where(x.backend == 2, act, 4.0)          # DeepSpeed reduces 16-bit gradients
-    gather_bytes = np.where(x.backend == 2, act, np.where(x.backend == 1, act, 4.0))
-    reduce_all = ring_time(held * grad_bytes, x.dp, dp_bw, 2.0)
-    reduce_scatter = ring_time(held * grad_bytes, x.dp, dp_bw, 1.0)
-    all_gather = ring_time(held * gather_bytes, x.dp, dp_bw, 1.0)
+    gather_bytes = np.where(x.backend == 0, 4.0, act)
+    calls = layers_here                                       # one collective per block
+    reduce_all = ring_time(held * grad_bytes, group, dp_bw, 2.0, calls)
+    reduce_scatter = ring_time(held * grad_bytes, group, dp_bw, 1.0, calls)
+    all_gather = ring_time(held * gather_bytes, group, dp_bw, 1.0, calls)
     backward_one = micro_batch_s * 2.0 / 3.0
+    # A micro-batch's first gather and last reduce have no compute beside them.
+    edges = (all_gather + reduce_scatter) / np.maximum(calls, 1)
     hidden = np.select([x.zero == 0, x.zero == 1, x.zero == 2],
                        [np.maximum(reduce_all - OVERLAP * backward_one, 0.0),
                         np.maximum(reduce_scatter - OVERLAP * backward_one, 0.0) + all_gather,
-                        n_micro * np.maximum(reduce_scatter - OVERLAP * backward_one, 0.0) + all_gather],
-                       n_micro * np.maximum(2 * all_gather + reduce_scatter - OVERLAP * micro_batch_s, 0.0))
-    last_bucket = ring_time(np.minimum(held * grad_bytes, DDP_BUCKET_BYTES), x.dp, dp_bw, 2.0)
+                        n_micro * np.maximum(reduce_scatter - OVERLAP * backward_one, edges) + all_gather],
+                       n_micro * np.maximum(2 * all_gather + reduce_scatter - OVERLAP * micro_batch_s, edges))
+    last_bucket = ring_time(np.minimum(held * grad_bytes, DDP_BUCKET_BYTES), group, dp_bw, 2.0)
     dp_comm = np.maximum(hidden, last_bucket)
 
     # Optimizer step: AdamW is memory-bound over the parameters this rank updates.
-    local_params = held / np.where(x.zero > 0, x.shard, 1)
+    local_params = held / np.where(x.zero > 0, x.shard * cp, 1)
     optimizer = local_params * OPTIMIZER_BYTES / gpu.hbm_bw
 
-    step = compute + tp_comm + bubble + p2p + dp_comm + optimizer
+    step = compute + tp_comm + cp_comm + bubble + p2p + dp_comm + optimizer
     tokens_per_step = inputs.tokens_per_step
     model_flops = flops_per_token(spec) * tokens_per_step
     hardware_flops = model_flops * (1 + recompute_fraction)
-    gpus = x.dp * x.tp * x.pp
+    gpus = x.dp * cp * x.tp * x.pp
     return {
         "step_time_s": step, "tokens_per_s": tokens_per_step / step,
         "mfu": model_flops / (step * gpus * peak), "hfu": hardware_flops / (step * gpus * peak),
-        "compute_s": compute, "tp_comm_s": tp_comm, "bubble_s": bubble, "p2p_s": p2p,
+        "compute_s": compute, "tp_comm_s": tp_comm, "cp_comm_s": cp_comm, "bubble_s": bubble, "p2p_s": p2p,
         "dp_comm_s": dp_comm, "optimizer_s": optimizer, "bubble_fraction": bubble / step,
-        "comm_fraction": (tp_comm + p2p + dp_comm) / step,
+        "comm_fraction": (tp_comm + cp_comm + p2p + dp_comm) / step,
     }
