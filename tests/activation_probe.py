@@ -14,11 +14,16 @@ import torch.distributed as dist  # noqa: E402
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
+from parallel.layout import Layout  # noqa: E402
 from parallel.pipeline import build_schedule, keep_local_stages  # noqa: E402
 from parallel.recompute import apply_recompute  # noqa: E402
 from parallel.tensor import apply_tensor_parallel, loss_context  # noqa: E402
 from planner.layout.activations import (embedding_bytes, head_bytes, layer_activation_bytes,  # noqa: E402
                                         logits_bytes, micro_batches_in_flight)
+from planner.hardware import get_gpu  # noqa: E402
+from planner.layout.candidates import LayoutArrays  # noqa: E402
+from planner.layout.inputs import PlanInputs  # noqa: E402
+from planner.layout.memory import stage_memory  # noqa: E402
 from trainer.config import ModelConfig  # noqa: E402
 from trainer.model import Transformer, language_model_loss  # noqa: E402
 
@@ -140,6 +145,25 @@ def measure_bf16_layer() -> dict:
     return {"measured": measured, "predicted": planner, "korthikanti_34sbh": 34 * sbh}
 
 
+def measure_pipeline_cut(pp_mesh, cut: tuple[int, ...], n_micro: int = 4) -> dict:
+    """The first stage of an explicit (uneven) cut under 1F1B, beside the activations the planner's
+    per-stage memory gives that stage: its blocks from the same cut, its micro-batches in flight."""
+    model, cfg = build({**MODEL, "n_layers": sum(cut)})
+    model, stages = keep_local_stages(model, pp_mesh.get_local_rank(), 2, 1, cut)
+    schedule = build_schedule(stages, pp_mesh.get_local_rank(), 2, 1, pp_mesh, torch.device("cpu"), "1f1b",
+                              n_micro, lambda out, target: language_model_loss(out, target))
+    idx = torch.randint(0, cfg.vocab_size, (BATCH * n_micro, cfg.seq_len), generator=torch.Generator().manual_seed(1))
+    schedule.step(idx, target=idx, losses=[])   # the first step also infers shapes, holding one more graph
+    counter = SavedBytes(model)
+    with counter.hooks():
+        schedule.step(idx, target=idx, losses=[])
+    inputs = PlanInputs(cfg.spec(), get_gpu("h100-sxm"), n_gpus=2, global_batch=BATCH * n_micro, precision="fp32",
+                        backend="ddp")
+    layouts = LayoutArrays.from_layouts([Layout(pp=2, micro_batch=BATCH, pp_layers=cut)], backend="ddp")
+    predicted = float(stage_memory(inputs, layouts, 0)["activations"][0])
+    return {"measured": counter.peak, "predicted": predicted, "blocks": len(stages[0].layers)}
+
+
 def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -151,6 +175,7 @@ def main() -> None:
         "bf16_layer": measure_bf16_layer(),
         **{f"recompute_{mode}": measure_whole(None, False, mode) for mode in RECOMPUTE},
     }
+    results["pp_uneven"] = measure_pipeline_cut(mesh, (1, 3))   # the first stage: 1 block of 4 and the embedding
     if rank == 0:
         print("ACTIVATIONS " + json.dumps(results), flush=True)
     dist.barrier()

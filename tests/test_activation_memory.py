@@ -14,7 +14,7 @@ from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 CASES = ["tp2", "tp2_sp", "pp2_1f1b_first_stage", "recompute_none", "recompute_selective", "recompute_full",
-         "bf16_layer"]
+         "bf16_layer", "pp_uneven"]
 
 
 @pytest.fixture(scope="module")
