@@ -68,9 +68,11 @@ def parallel_section(layout: Layout, backend: str) -> dict:
     """The trainer config's `parallel` section for this layout: every layout key, so that keys a base
     config sets cannot change the layout that runs."""
     return {"backend": backend, "dp_replicate": layout.dp_replicate, "dp_shard": layout.dp_shard,
-            "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage, "micro_batch": layout.micro_batch,
-            "recompute": layout.recompute, "sequence_parallel": layout.sequence_parallel,
-            "pp_schedule": layout.pp_schedule, "vpp": layout.vpp}
+            "cp": layout.cp, "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
+            "micro_batch": layout.micro_batch, "recompute": layout.recompute,
+            "sequence_parallel": layout.sequence_parallel, "lean_sp": layout.lean_sp,
+            "pp_schedule": layout.pp_schedule, "vpp": layout.vpp,
+            "pp_layers": list(layout.pp_layers) if layout.pp_layers else None}
 
 
 def emit_config(path: str, result, index: int, base_config: Optional[str]) -> None:
@@ -92,9 +94,10 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
         yaml.safe_dump(tree, sort_keys=False)
     config = Config.model_validate(yaml.safe_load(text))   # what load_config makes of the file
     problems = layout.problems(layout.world_size, spec.n_heads, spec.kv_heads, spec.n_layers, spec.ffn,
-                               backend=backend, global_batch=config.global_batch, key="parallel.")
+                               backend=backend, global_batch=config.global_batch, seq_len=spec.seq_len,
+                               key="parallel.")
     problems += trainer_refusals(backend, layout.tp, layout.pp, spec.tie_embeddings, config.parallel.cpu_offload,
-                                 key="parallel.")
+                                 key="parallel.", cp=layout.cp)
     if problems:
         raise UserError(f"the trainer would not run {describe(layout)}: " + "; ".join(problems))
     out = Path(path)
@@ -106,19 +109,24 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
 def trainer_can_run() -> list[str]:
     """What the trainer runs, for the message when nothing can be emitted (from the layout rules)."""
     return [f"{backend} at zero_stage {'/'.join(map(str, BACKEND_STAGES[backend]))}" for backend in BACKENDS] + \
-        ["deepspeed without tp or pp", "recompute none, selective or full"]
+        ["deepspeed without tp, pp or cp", "recompute none, selective or full"]
 
 
-def emit_best_runnable(path: str, result, base_config: Optional[str]) -> int:
-    """Write the best-ranked layout the trainer runs to `path`; return its index."""
+def emit_best_runnable(path: str, result, base_config: Optional[str]) -> tuple[int, Optional[str]]:
+    """Write the first-ranked layout to `path`, or, when the trainer does not run it, the best-ranked
+    one it does; return its index and, in the second case, one line saying which and why."""
     runnable = [int(i) for i in result.ranked if result.runnable[int(i)]]
+    best = int(result.ranked[0])
     if not runnable:
-        best = int(result.ranked[0])
         raise UserError("none of the fitting layouts can be written as a training config yet (the trainer runs "
                         + ", ".join(trainer_can_run()) + f"; the best, {describe(result.layouts.layout(best))}: "
                         f"{result.refused[best]}); pass --layout with those")
     emit_config(path, result, runnable[0], base_config)
-    return runnable[0]
+    if runnable[0] == best:
+        return best, None
+    rank = [int(i) for i in result.ranked].index(runnable[0]) + 1
+    return runnable[0], (f"#1 ({describe(result.layouts.layout(best))}) is not run by this project's trainer "
+                         f"({result.refused[best]}): wrote #{rank} instead")
 
 
 def ladder_run_config(base: Optional[str | Path], shape: Shape, tokens: float, name: str, runs_dir: str,

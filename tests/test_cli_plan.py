@@ -139,7 +139,7 @@ def test_train_dry_run_prints_the_plan(capsys):
     (("--params", "7e9", "--gpus", "7", "--global-batch", "4"), "no dp × cp × tp × pp split"),
     (("--params", "7e9", "--gpu-catalog", "/nonexistent.yaml"), "not found"),
     (("--params", "70e9", "--gpus", "64", "--backend", "deepspeed", "--emit-config", "x.yaml"),
-     "none of the fitting layouts .* deepspeed without tp or pp"),
+     "none of the fitting layouts .* deepspeed without tp, pp or cp"),
     (("--params", "7e9", "--memory-model", "guess"), "invalid choice"),
 ])
 def test_bad_requests_get_one_line(capsys, argv, match):
@@ -168,11 +168,12 @@ def test_printed_table_shows_the_tested_numbers(capsys):
     code, table, _ = run(capsys, "--params", "7e9", "--gpus", "64", "--top", "1")
     row = next(line for line in table.splitlines() if line.split("│")[1:2] in ([" 1 "], ["  1 "]))
     cells = [cell.strip() for cell in row.strip("│").split("│")]
-    assert cells[10] == f"{best['memory_gib']['rule24']:.1f}"
-    assert cells[11] == f"{best['memory_gib']['detailed']:.1f}"
-    assert cells[13] == f"{best['step_time_s']:.2f}"
-    assert cells[14] == f"{best['tokens_per_s']:,.0f}"
-    assert cells[15] == f"{100 * best['mfu']:.1f}%"
+    assert cells[1:5] == [str(best[key]) for key in ("dp", "cp", "tp", "pp")]
+    assert cells[11] == f"{best['memory_gib']['rule24']:.1f}"
+    assert cells[12] == f"{best['memory_gib']['detailed']:.1f}"
+    assert cells[14] == f"{best['step_time_s']:.2f}"
+    assert cells[15] == f"{best['tokens_per_s']:,.0f}"
+    assert cells[16] == f"{100 * best['mfu']:.1f}%"
     spare = CATALOG["h100-sxm"].hbm_bytes / GIB - best["memory_gib"]["rule24"]
     assert f"{spare:.1f} GiB spare under rule24" in table
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
             inputs = replace(inputs, backend=backend)
     result, elapsed = plan(inputs, args.layout, layout)
 
-    emitted = None
+    emitted, instead = None, None
     config_out = args.emit_config or (str(Path(args.emit_sbatch).with_suffix(".yaml")) if args.emit_sbatch else None)
     if config_out:
         from launch.run_configs import emit_best_runnable
 
-        emitted = emit_best_runnable(config_out, result, args.config)
+        emitted, instead = emit_best_runnable(config_out, result, args.config)
+        if instead and args.json:   # the JSON on stdout stays parseable
+            print(instead, file=sys.stderr)
     if args.emit_sbatch:
         from launch.slurm_script import write_for_plan
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         render(result, top=args.top if args.top > 0 else len(result.ranked), elapsed_s=elapsed)
         if emitted is not None:
-            print(f"wrote {config_out}: {describe(result.layouts.layout(emitted))}")
+            print(f"wrote {config_out}: {describe(result.layouts.layout(emitted))}" + (f" ({instead})" if instead else ""))
         if args.emit_sbatch:
             print(f"wrote {args.emit_sbatch}: {inputs.n_gpus // inputs.gpus_per_node} node(s) × "
                   f"{inputs.gpus_per_node} GPU(s); submit with `sbatch {args.emit_sbatch}`")

@@ -33,10 +33,12 @@ def layout_record(result: PlanResult, i: int) -> dict:
     x, m, c = result.layouts, result.memory, result.cost
     layout = x.layout(i)
     return {
-        "dp": layout.dp, "tp": layout.tp, "pp": layout.pp, "zero_stage": layout.zero_stage,
+        "dp": layout.dp, "tp": layout.tp, "pp": layout.pp, "cp": layout.cp, "zero_stage": layout.zero_stage,
+        "pp_layers": list(layout.stage_layer_counts(result.inputs.spec.n_layers)), "lean_sp": layout.lean_sp,
         "micro_batch": layout.micro_batch, "recompute": layout.recompute,
         "sequence_parallel": layout.sequence_parallel, "schedule": layout.pp_schedule,
         "vpp": layout.vpp, "backend": x.backend_name(i), "runnable": bool(result.runnable[i]),
+        "refused": result.refused[i] or None,
         "memory_gib": {"rule24": float(m["rule24"][i]) / GIB, "detailed": float(m["detailed"][i]) / GIB,
                        "breakdown": {p: float(m["breakdown"][p][i]) / GIB for p in PARTS},
                        "rule24_breakdown": {p: float(v[i]) / GIB for p, v in m["rule24_breakdown"].items()},
@@ -76,7 +78,7 @@ def explain_disagreement(result: PlanResult, i: int) -> str | None:
         reasons.append(
             f"activations: rule24 budgets 8 B/param = {gib(act_rule)} GiB whatever the batch, "
             f"Korthikanti's count for mb={layout.micro_batch} × {inputs.spec.seq_len} tokens, "
-            f"recompute={layout.recompute}, {inputs.spec.n_layers // layout.pp} layers per stage"
+            f"recompute={layout.recompute}, {cut_text(layout.stage_layer_counts(inputs.spec.n_layers))} layers per stage"
             f"{' with micro-batches in flight (' + layout.pp_schedule + ')' if layout.pp > 1 else ''}"
             f" plus logits is {gib(act_detail)} GiB")
     else:
@@ -88,6 +90,17 @@ def explain_disagreement(result: PlanResult, i: int) -> str | None:
     if other > 0.05 * detail:
         reasons.append(f"detailed adds {gib(other)} GiB of buffers and reserve (CUDA context, fragmentation)")
     return verdict + ": " + "; ".join(reasons)
+
+
+def cut_text(counts: tuple[int, ...]) -> str:
+    """Blocks per stage, runs compressed: (5, 6, 6, 6, 5) -> '5, 6×3, 5'."""
+    runs: list[list[int]] = []
+    for count in counts:
+        if runs and runs[-1][0] == count:
+            runs[-1][1] += 1
+        else:
+            runs.append([count, 1])
+    return ", ".join(f"{count}×{times}" if times > 1 else str(count) for count, times in runs)
 
 
 def stage_name(stage: int, pp: int) -> str:
@@ -124,7 +137,7 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
     console.print(f"{result.n_candidates} layouts evaluated{timing}, {len(result.ranked)} fit.")
 
     table = Table(title="Best layouts (ranked by predicted tokens/s)", show_lines=False)
-    for name in ("#", "dp", "tp", "pp", "zero", "backend", "mb", "recomp", "sp", "schedule",
+    for name in ("#", "dp", "cp", "tp", "pp", "zero", "backend", "mb", "recomp", "sp", "schedule",
                  "rule24 GiB", "detailed GiB", "fits r24/det", "step s", "tokens/s", "MFU",
                  "bubble", "comm"):
         table.add_column(name, justify="right")
@@ -134,9 +147,9 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
         sched = "-" if layout.pp == 1 else SCHEDULE_NAMES[layout.pp_schedule] + (
             f"×{layout.vpp}" if layout.vpp > 1 else "")
         table.add_row(
-            str(rank), str(layout.dp), str(layout.tp), str(layout.pp), str(layout.zero_stage),
+            str(rank), str(layout.dp), str(layout.cp), str(layout.tp), str(layout.pp), str(layout.zero_stage),
             x.backend_name(i) + ("" if result.runnable[i] else "*"), str(layout.micro_batch), layout.recompute,
-            "yes" if layout.sequence_parallel else "-", sched, gib(m["rule24"][i]), gib(m["detailed"][i]),
+            ("lean" if layout.lean_sp else "yes") if layout.sequence_parallel else "-", sched, gib(m["rule24"][i]), gib(m["detailed"][i]),
             ("✓" if m["fits_rule24"][i] else "✗") + "/" + ("✓" if m["fits_detailed"][i] else "✗"),
             f"{c['step_time_s'][i]:.2f}", f"{c['tokens_per_s'][i]:,.0f}", f"{100 * c['mfu'][i]:.1f}%",
             f"{100 * c['bubble_fraction'][i]:.0f}%", f"{100 * c['comm_fraction'][i]:.0f}%")
@@ -156,8 +169,10 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
 
     best = int(result.ranked[0])
     stages = per_stage_breakdown(inputs, x, best)
-    shown = sorted({0, len(stages) - 1})
-    console.print(f"[bold]#1[/]: {describe(x.layout(best))}, backend {x.backend_name(best)}")
+    shown = sorted({0, int(m["peak_stage"][best]), len(stages) - 1})
+    cut = x.layout(best).stage_layer_counts(spec.n_layers)
+    console.print(f"[bold]#1[/]: {describe(x.layout(best))}, backend {x.backend_name(best)}"
+                  + (f"; blocks per stage {cut_text(cut)}" if len(cut) > 1 else ""))
     breakdown = Table(title="Memory per GPU of #1")
     breakdown.add_column("part")
     breakdown.add_column("rule24 GiB", justify="right")
