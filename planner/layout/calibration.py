@@ -155,3 +155,13 @@ def render_calibration(comparisons: list[Comparison] | None = None, console=None
     console.print("Sources:")
     for source in dict.fromkeys(c.measurement.source for c in held + missed):
         console.print(f"  - {source}")
+
+
+def __getattr__(name: str):
+    """MEASUREMENTS and OUTSIDE live in calibration_runs.py (which imports this module); still
+    importable from here."""
+    if name in ("MEASUREMENTS", "OUTSIDE"):
+        from planner.layout import calibration_runs
+
+        return getattr(calibration_runs, name)
+    raise AttributeError(name)
