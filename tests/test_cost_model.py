@@ -17,11 +17,7 @@ LLAMA7B = ModelSpec("llama", 32, 4096, 32, 32000, 4096)
 
 
 def _cost(inputs, *layouts):
-    arrays = LayoutArrays.from_layouts(list(layouts), inputs.backend)
-    for name in ("cp", "pp_layers", "lean_sp"):   # what the arrays may not carry yet (cost.column)
-        if getattr(arrays, name, None) is None:
-            setattr(arrays, name, [getattr(layout, name) for layout in layouts])
-    return evaluate_cost(inputs, arrays)
+    return evaluate_cost(inputs, LayoutArrays.from_layouts(list(layouts), inputs.backend))
 
 
 def test_ring_collectives_by_hand():

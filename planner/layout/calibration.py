@@ -45,7 +45,7 @@ class Measurement:
 
     def parallel(self) -> Layout:
         """The published layout as a `Layout`."""
-        from planner.layout.search import parse_layout
+        from planner.layout.layout_text import parse_layout
 
         return replace(parse_layout(self.layout, self.n_gpus), cp=self.cp, pp_layers=self.pp_layers)
 
@@ -90,22 +90,11 @@ class Comparison:
 
 def predict(measurement: Measurement) -> Comparison:
     """The planner's forecast for one published run, with its published layout."""
-    from planner.errors import UserError
-    from planner.layout.candidates import LayoutArrays
-    from planner.layout.cost import evaluate_cost
-    from planner.layout.memory import evaluate_memory
-    from planner.layout.search import describe, layout_problems
+    from planner.layout.search import evaluate_layout
 
-    inputs, layout = measurement.inputs(), measurement.parallel()
-    if problems := layout_problems(inputs, layout):
-        raise UserError(f"calibration run {measurement.id}: {describe(layout)} cannot run: " + "; ".join(problems))
-    arrays = LayoutArrays.from_layouts([layout], inputs.backend)
-    for name in ("cp", "pp_layers", "lean_sp"):   # the fields the arrays may not carry (cost.column)
-        if getattr(arrays, name, None) is None:
-            setattr(arrays, name, [getattr(layout, name)])
-    cost, memory = evaluate_cost(inputs, arrays), evaluate_memory(inputs, arrays)
-    return Comparison(measurement, float(cost["step_time_s"][0]), float(cost["mfu"][0]),
-                      float(memory["detailed"][0]) / GIB)
+    result = evaluate_layout(measurement.inputs(), measurement.parallel())
+    return Comparison(measurement, float(result.cost["step_time_s"][0]), float(result.cost["mfu"][0]),
+                      float(result.memory["detailed"][0]) / GIB)
 
 
 def compare(measurements=None) -> list[Comparison]:
@@ -123,7 +112,7 @@ def render_calibration(comparisons: list[Comparison] | None = None, console=None
     from rich.console import Console
     from rich.table import Table
 
-    from planner.layout.search import describe
+    from planner.layout.layout_text import describe
 
     from planner.layout.calibration_runs import OUTSIDE
 

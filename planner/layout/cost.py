@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from parallel.layout import stage_layer_counts
 from planner.hardware import peak_flops
 from planner.layout.candidates import LayoutArrays
 from planner.layout.inputs import PlanInputs
 from planner.layout.memory import micro_batches_per_step
 from planner.layout.model_states import compute_bytes, stage_params
+from planner.layout.stages import rank_blocks
 from planner.model_spec import flops_per_token, layer_matmul_params
 
 MAX_MATMUL_EFFICIENCY = 0.80   # default best dense GEMM share of peak (each GPU in the catalog sets its own)
@@ -83,25 +83,17 @@ def group_bandwidth(gpu, ranks, ranks_per_node, gpus_per_node: int) -> np.ndarra
     return np.where(ranks > per_node, across, gpu.intra_node_bw)
 
 
-def column(x: LayoutArrays, name: str, default) -> np.ndarray:
-    """A LayoutArrays field, or `default` for every layout where the arrays do not carry it."""
-    value = getattr(x, name, None)
-    return np.full(len(x.dp), default) if value is None else np.asarray(value)
-
-
 def stage_cut(n_layers: int, x: LayoutArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blocks on the first, the busiest middle and the last pipeline rank of each layout (a rank
     runs its vpp chunks), from the real cut: `pp_layers` where given, else the balanced one."""
-    cuts = column(x, "pp_layers", None)
     known: dict = {}   # a search holds thousands of layouts but few distinct cuts
-    for pp, vpp, cut in zip(x.pp.tolist(), column(x, "vpp", 1).tolist(), cuts.tolist()):
-        key = (pp, vpp, tuple(cut) if cut else None)
+    rows = []
+    for key in zip(x.pp.tolist(), x.vpp.tolist(), x.pp_layers.tolist()):
         if key not in known:
-            chunks = stage_layer_counts(n_layers, pp * vpp, key[2])
-            ranks = [sum(chunks[s::pp]) for s in range(pp)]
-            known[key] = (ranks[0], max(ranks[1:-1], default=0), ranks[-1])
-    rows = np.array([known[(pp, vpp, tuple(cut) if cut else None)] for pp, vpp, cut in
-                     zip(x.pp.tolist(), column(x, "vpp", 1).tolist(), cuts.tolist())], float).reshape(-1, 3)
+            blocks = rank_blocks(n_layers, *key)
+            known[key] = (blocks[0], max(blocks[1:-1], default=0), blocks[-1])
+        rows.append(known[key])
+    rows = np.array(rows, float).reshape(-1, 3)
     return rows[:, 0], rows[:, 1], rows[:, 2]
 
 
@@ -135,7 +127,7 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
     spec, gpu, x = inputs.spec, inputs.gpu, layouts
     peak = peak_flops(gpu, inputs.precision)
     act = compute_bytes(inputs.precision)
-    cp, lean = column(x, "cp", 1), column(x, "lean_sp", True).astype(bool)
+    cp, lean = x.cp, x.lean_sp.astype(bool)
     tokens_mb = x.mb * spec.seq_len / cp          # tokens one rank computes per micro-batch
     n_micro = micro_batches_per_step(inputs, x)
     full = x.recompute == 2
