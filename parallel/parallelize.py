@@ -44,7 +44,7 @@ def parallelize(model: nn.Module, layout: Layout, backend: str, mesh: DeviceMesh
         model, stages = keep_local_stages(model, mesh["pp"].get_local_rank(), layout.pp, layout.vpp,
                                           layout.pp_layers)
     if layout.tp > 1:
-        apply_tensor_parallel(model, mesh["tp"], layout.sequence_parallel)
+        apply_tensor_parallel(model, mesh["tp"], layout.sequence_parallel, lean_sp=layout.lean_sp)
     apply_recompute(model, blocks, layout.recompute)
     if compile_blocks:
         apply_compile(model, blocks)

@@ -10,6 +10,11 @@ logits are never gathered.
 
 Every parameter becomes a DTensor on the tensor-parallel mesh, the norms' replicated ones included,
 so that clipping, the optimizer and FSDP see one kind of tensor.
+
+With sequence parallelism, `lean_sp` (the default) has the column-parallel matmuls save their
+input as this rank's sequence shard and all-gather it again in backward (parallel/lean_sequence.py):
+1/tp of the norm outputs' bytes for one more all-gather per module input. `lean_sp=False` keeps
+the gathered copy, as torch's ColwiseParallel does.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Placement, Replicate, Shard, distribute_module, distribute_tensor
 from torch.distributed.tensor.parallel import (ColwiseParallel, ParallelStyle, PrepareModuleInput, RowwiseParallel,
                                                SequenceParallel, loss_parallel, parallelize_module)
+
+from parallel.lean_sequence import LeanColwise, lean_plan
 
 
 class Replicated(ParallelStyle):
@@ -55,11 +62,14 @@ def _norm(sp: bool, sequence_dim: int = 1) -> ParallelStyle:
     return SequenceParallel(sequence_dim=sequence_dim, use_local_output=True) if sp else Replicated()
 
 
-def apply_tensor_parallel(model: nn.Module, mesh: DeviceMesh, sequence_parallel: bool) -> nn.Module:
+def apply_tensor_parallel(model: nn.Module, mesh: DeviceMesh, sequence_parallel: bool,
+                          lean_sp: bool = True) -> nn.Module:
     """Split `model` (the trainer's Transformer, or one pipeline stage of it) over the 1-D `mesh`
     in place. Between blocks the residual stream is a local tensor: whole (replicated) without
-    sequence parallelism, this rank's slice of the sequence with it."""
+    sequence parallelism, this rank's slice of the sequence with it; `lean_sp` (with sequence
+    parallelism only) saves the matmuls' inputs as that slice."""
     sp = sequence_parallel
+    lean = sp and lean_sp
     stream: Placement = Shard(1) if sp else Replicate()
     plan: dict[str, ParallelStyle] = {}
     if model.tok_embeddings is not None:
@@ -68,7 +78,8 @@ def apply_tensor_parallel(model: nn.Module, mesh: DeviceMesh, sequence_parallel:
             plan["pos_embeddings"] = Replicated(output_shard_dim=0 if sp else None)
     if model.output is not None:
         plan["norm"] = _norm(sp)
-        plan["output"] = ColwiseParallel(input_layouts=stream, output_layouts=Shard(-1), use_local_output=False)
+        plan["output"] = (LeanColwise(local_output=False) if lean else
+                          ColwiseParallel(input_layouts=stream, output_layouts=Shard(-1), use_local_output=False))
     for name, block in model.layers.items():
         prefix = f"layers.{name}"
         plan.update({
@@ -83,6 +94,9 @@ def apply_tensor_parallel(model: nn.Module, mesh: DeviceMesh, sequence_parallel:
         })
         if block.mlp.w_gate is not None:
             plan[f"{prefix}.mlp.w_gate"] = ColwiseParallel()
+        if lean:   # the same splits, gathering each module's input once and saving only its shard
+            plan.update(lean_plan(f"{prefix}.attn", ["wqkv"]))
+            plan.update(lean_plan(f"{prefix}.mlp", ["w_in"] + (["w_gate"] if block.mlp.w_gate is not None else [])))
         if block.attn.q_norm is not None:   # per head: this rank's heads are a shard of dim 1 of (B, N, T, H)
             plan[f"{prefix}.attn.q_norm"] = SequenceParallel(sequence_dim=1, use_local_output=True)
             plan[f"{prefix}.attn.k_norm"] = SequenceParallel(sequence_dim=1, use_local_output=True)

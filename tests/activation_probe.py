@@ -90,17 +90,18 @@ def build(fields: dict) -> tuple[Transformer, ModelConfig]:
     return Transformer(cfg), cfg
 
 
-def whole_model_prediction(cfg: ModelConfig, tp: int, sp: bool, recompute: str, act: float, res: float) -> float:
+def whole_model_prediction(cfg: ModelConfig, tp: int, sp: bool, recompute: str, act: float, res: float,
+                           lean_sp: bool = False) -> float:
     spec = cfg.spec()
-    layer = layer_activation_bytes(spec, BATCH, tp, sp, RECOMPUTE[recompute], act, res)["stored"]
-    return float(spec.n_layers * layer + embedding_bytes(spec, BATCH) + head_bytes(spec, BATCH, tp, sp, act, res)
-                 + logits_bytes(spec, BATCH, tp, act)["saved"])
+    layer = layer_activation_bytes(spec, BATCH, tp, sp, RECOMPUTE[recompute], act, res, lean_sp=lean_sp)["stored"]
+    return float(spec.n_layers * layer + embedding_bytes(spec, BATCH)
+                 + head_bytes(spec, BATCH, tp, sp, act, res, lean_sp) + logits_bytes(spec, BATCH, tp, act)["saved"])
 
 
-def measure_whole(tp_mesh, sp: bool, recompute: str) -> dict:
+def measure_whole(tp_mesh, sp: bool, recompute: str, lean_sp: bool = False) -> dict:
     model, cfg = build(MODEL)
     if tp_mesh is not None:
-        apply_tensor_parallel(model, tp_mesh, sp)
+        apply_tensor_parallel(model, tp_mesh, sp, lean_sp=lean_sp)
     apply_recompute(model, "layers", recompute)
     counter = SavedBytes(model)
     idx = torch.randint(0, cfg.vocab_size, (BATCH, cfg.seq_len), generator=torch.Generator().manual_seed(1))
@@ -109,7 +110,7 @@ def measure_whole(tp_mesh, sp: bool, recompute: str) -> dict:
     measured = counter.current
     del loss
     tp = tp_mesh.size() if tp_mesh is not None else 1
-    return {"measured": measured, "predicted": whole_model_prediction(cfg, tp, sp, recompute, 4.0, 4.0)}
+    return {"measured": measured, "predicted": whole_model_prediction(cfg, tp, sp, recompute, 4.0, 4.0, lean_sp)}
 
 
 def measure_pipeline_first_stage(pp_mesh, n_micro: int = 4) -> dict:
@@ -170,7 +171,8 @@ def main() -> None:
     mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("model",))
     results = {
         "tp2": measure_whole(mesh, False, "none"),
-        "tp2_sp": measure_whole(mesh, True, "none"),
+        "tp2_sp": measure_whole(mesh, True, "none", lean_sp=False),      # the gathered norm outputs saved
+        "tp2_sp_lean": measure_whole(mesh, True, "none", lean_sp=True),  # their sequence shards saved
         "pp2_1f1b_first_stage": measure_pipeline_first_stage(mesh),
         "bf16_layer": measure_bf16_layer(),
         **{f"recompute_{mode}": measure_whole(None, False, mode) for mode in RECOMPUTE},

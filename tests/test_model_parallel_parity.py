@@ -1,7 +1,7 @@
 """Every model-parallel layout trains like one process: per-step losses of tensor parallelism (with
-and without sequence parallelism), pipeline parallelism under each schedule, and their compositions
-with data parallelism and FSDP on 2, 4 and 8 gloo ranks equal a single-process run of the same
-model, data and global batch to 1e-5 relative, over 10 steps (fp32)."""
+and without sequence parallelism, lean or keeping the gathered input), pipeline parallelism under
+each schedule, and their compositions with data parallelism and FSDP on 2, 4 and 8 gloo ranks equal
+a single-process run of the same model, data and global batch to 1e-5 relative, over 10 steps (fp32)."""
 import pytest
 
 from tests.helpers import run_train, single_process_reference, step_losses
@@ -15,6 +15,8 @@ MODEL = ["model.n_layers=4"]
 LAYOUTS = {
     "tp": (2, ["parallel.tp=2"], "ddp over dp=1,tp=2,pp=1"),
     "tp_sp": (2, ["parallel.tp=2", "parallel.sequence_parallel=true"], "tp=2,pp=1,zero=0,mb=2,recompute=none,sp=true"),
+    "tp_sp_gathered": (2, ["parallel.tp=2", "parallel.sequence_parallel=true", "parallel.lean_sp=false"],
+                       "recompute=none,sp=true,lean_sp=false"),
     "pp_gpipe": (2, ["parallel.pp=2", "parallel.pp_schedule=gpipe"], "schedule=gpipe"),
     "pp_1f1b": (2, ["parallel.pp=2", "parallel.pp_schedule=1f1b"], "schedule=1f1b"),
     "pp_interleaved": (2, ["parallel.pp=2", "parallel.pp_schedule=interleaved", "parallel.vpp=2"],

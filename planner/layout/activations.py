@@ -112,13 +112,15 @@ def embedding_bytes(spec: ModelSpec, micro_batch) -> np.ndarray:
     return 8 * np.asarray(micro_batch) * spec.seq_len + positions
 
 
-def head_bytes(spec: ModelSpec, micro_batch, tp, sp, act_bytes, residual_bytes) -> np.ndarray:
-    """Last stage, per micro-batch, before the logits: the final norm, the head's input, the
-    targets (int64) and the loss's scalar."""
+def head_bytes(spec: ModelSpec, micro_batch, tp, sp, act_bytes, residual_bytes, lean_sp=True) -> np.ndarray:
+    """Last stage, per micro-batch, before the logits: the final norm, the head's input (its
+    sequence shard under lean SP: the head is a column-parallel matmul too), the targets (int64)
+    and the loss's scalar."""
     tokens = np.asarray(micro_batch) * spec.seq_len
     divisor = np.where(np.asarray(sp, bool), tp, 1)
+    gathered_divisor = np.where(np.asarray(sp, bool) & np.asarray(lean_sp, bool), tp, 1)
     norm = norm_bytes_per_token(spec, act_bytes, residual_bytes)
-    return tokens * (norm["own"] / divisor + norm["output"] + 8) + 4
+    return tokens * (norm["own"] / divisor + norm["output"] / gathered_divisor + 8) + 4
 
 
 def logits_bytes(spec: ModelSpec, micro_batch, tp, act_bytes) -> dict[str, np.ndarray]:

@@ -86,7 +86,8 @@ def stage_memory(inputs: PlanInputs, layouts: LayoutArrays, stage) -> dict[str, 
     local_sequences = x.mb / x.cp   # the tokens a rank holds, in sequences: each holds 1/cp of them
     activations = (in_flight * blocks * layer["stored"] + layer["recompute_peak"]
                    + np.where(first, in_flight * embedding_bytes(spec, local_sequences), 0.0)
-                   + np.where(last, logits_held * head_bytes(spec, local_sequences, x.tp, x.sp, act, res), 0.0))
+                   + np.where(last, logits_held * head_bytes(spec, local_sequences, x.tp, x.sp, act, res,
+                                                             x.lean_sp), 0.0))
     logits = logits_bytes(spec, local_sequences, x.tp, act)
     logits_total = np.where(last, logits_held * logits["saved"] + logits["transient"], 0.0)
 
