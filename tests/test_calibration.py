@@ -32,7 +32,7 @@ def test_the_data_spans_what_the_forecasts_are_used_for():
     assert {m.gpu.id for m in MEASUREMENTS} >= {"a100-80gb", "h100-sxm"}
     assert any(m.backend == "fsdp" and m.n_gpus >= 384 for m in MEASUREMENTS)
     assert any(m.gpu.id == "h100-sxm" and ",tp=" in m.layout and ",pp=" in m.layout for m in MEASUREMENTS)
-    assert any(m.cp > 1 and m.spec.seq_len >= 65536 for m in MEASUREMENTS)
+    assert any(m.parallel().cp > 1 and m.spec.seq_len >= 65536 for m in MEASUREMENTS)
     assert any(m.pp_layers for m in MEASUREMENTS)
     assert min(m.n_gpus for m in MEASUREMENTS) <= 8 and max(m.n_gpus for m in MEASUREMENTS) >= 16384
     sizes = [count_params(m.spec) for m in MEASUREMENTS]

@@ -27,14 +27,13 @@ class Measurement:
     gpu: GPU
     n_gpus: int
     global_batch: int            # sequences per optimizer step
-    layout: str                  # in the `--layout` syntax (cp and pp_layers below)
+    layout: str                  # in the `--layout` syntax (a long pipeline cut below)
     backend: str                 # ddp | fsdp | deepspeed | auto (as the planner names them)
     step_time_s: float           # published, or derived from the published throughput
     published: str               # the figure as the source gives it
     precision: str = "bf16"
     gpus_per_node: int = 8
     peak_memory_gib: Optional[float] = None
-    cp: int = 1                              # context-parallel degree
     pp_layers: Optional[tuple[int, ...]] = None   # the published pipeline cut, where uneven
     software: str = "current"                # which kernels ran (planner.hardware.SOFTWARE)
 
@@ -47,7 +46,8 @@ class Measurement:
         """The published layout as a `Layout`."""
         from planner.layout.layout_text import parse_layout
 
-        return replace(parse_layout(self.layout, self.n_gpus), cp=self.cp, pp_layers=self.pp_layers)
+        layout = parse_layout(self.layout, self.n_gpus)
+        return replace(layout, pp_layers=self.pp_layers) if self.pp_layers else layout
 
     @property
     def published_mfu(self) -> float:

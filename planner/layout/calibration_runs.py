@@ -58,9 +58,9 @@ H100 = CATALOG["h100-sxm"]
 
 
 def _dgxc(run_id: str, source: str, spec: ModelSpec, gpus: int, batch: int, layout: str, step: float,
-          mfu: str, cp: int = 1) -> Measurement:
+          mfu: str) -> Measurement:
     return Measurement(run_id, source, spec, H100, gpus, batch, layout, "auto", step,
-                       f"{step} s per step (MFU {mfu})", cp=cp, software="nemo")
+                       f"{step} s per step (MFU {mfu})", software="nemo")
 
 
 def _llama3(run_id: str, gpus: int, dp: int, cp: int, batch_per_dp: int, tflops: int, mfu: str,
@@ -68,9 +68,9 @@ def _llama3(run_id: str, gpus: int, dp: int, cp: int, batch_per_dp: int, tflops:
     spec = replace(LLAMA3_405B, seq_len=seq)
     batch = dp * batch_per_dp
     return Measurement(run_id, LLAMA3_TABLE4, spec, H100, gpus, batch,
-                       f"dp={dp},tp=8,pp=16,zero=1,mb=1,sp=true,schedule=interleaved,vpp=7", "fsdp",
+                       f"dp={dp},cp={cp},tp=8,pp=16,zero=1,mb=1,sp=true,schedule=interleaved,vpp=7", "fsdp",
                        model_flops_step(spec, batch, gpus, tflops), f"{tflops} TFLOPs/GPU (BF16 MFU {mfu})",
-                       cp=cp, pp_layers=LLAMA3_CUT)
+                       pp_layers=LLAMA3_CUT)
 
 
 _MT_NLG = tuple(Measurement(f"mt-nlg-530b-a100x{gpus}", MT_NLG, MT_NLG_530B, A100, gpus, 1920,
@@ -123,17 +123,16 @@ MEASUREMENTS: tuple[Measurement, ...] = (
                 "dp=32,zero=3,mb=14,recompute=full", "fsdp", tokens_step(1344, 2048, 73860),
                 "73,860 tokens/s (MFU 43.92 %, activation checkpointing)", software="2023"),
     # --- H100: current software (NeMo / Megatron-Core, Llama 3's stack) -----------------------------
-    _dgxc("nemo-llama3-8b-h100x8", DGXC_LLAMA, LLAMA3_8B, 8, 128, "dp=4,zero=1,mb=1", 12.91, "59.37 %", cp=2),
-    _dgxc("nemo-llama3-8b-h100x128", DGXC_LLAMA, LLAMA3_8B, 128, 2048, "dp=64,zero=1,mb=1", 13.10, "58.51 %",
-          cp=2),
+    _dgxc("nemo-llama3-8b-h100x8", DGXC_LLAMA, LLAMA3_8B, 8, 128, "dp=4,zero=1,mb=1,cp=2", 12.91, "59.37 %"),
+    _dgxc("nemo-llama3-8b-h100x128", DGXC_LLAMA, LLAMA3_8B, 128, 2048, "dp=64,zero=1,mb=1,cp=2", 13.10, "58.51 %"),
     _dgxc("nemo-llama3-70b-h100x64", DGXC_LLAMA, LLAMA3_70B, 64, 128,
-          "dp=2,tp=4,pp=4,zero=1,mb=1,sp=true,schedule=interleaved,vpp=5", 14.72, "54.10 %", cp=2),
+          "dp=2,tp=4,pp=4,zero=1,mb=1,sp=true,schedule=interleaved,vpp=5,cp=2", 14.72, "54.10 %"),
     _dgxc("nemo-llama3-70b-h100x2048", DGXC_LLAMA, LLAMA3_70B, 2048, 4096,
-          "dp=64,tp=4,pp=4,zero=1,mb=1,sp=true,schedule=interleaved,vpp=5", 14.98, "53.38 %", cp=2),
+          "dp=64,tp=4,pp=4,zero=1,mb=1,sp=true,schedule=interleaved,vpp=5,cp=2", 14.98, "53.38 %"),
     _dgxc("nemo-llama3-405b-h100x576", DGXC_LLAMA, LLAMA3_405B, 576, 252,
-          "dp=4,tp=8,pp=9,zero=1,mb=1,sp=true,schedule=interleaved,vpp=7", 17.20, "55.78 %", cp=2),
+          "dp=4,tp=8,pp=9,zero=1,mb=1,sp=true,schedule=interleaved,vpp=7,cp=2", 17.20, "55.78 %"),
     _dgxc("nemo-llama3-405b-h100x2304", DGXC_LLAMA, LLAMA3_405B, 2304, 1008,
-          "dp=16,tp=8,pp=9,zero=1,mb=1,sp=true,schedule=interleaved,vpp=7", 17.62, "54.45 %", cp=2),
+          "dp=16,tp=8,pp=9,zero=1,mb=1,sp=true,schedule=interleaved,vpp=7,cp=2", 17.62, "54.45 %"),
     _dgxc("nemo-nemotron4-15b-h100x16", DGXC_NEMOTRON, NEMOTRON4_15B, 16, 64,
           "dp=4,tp=4,zero=1,mb=4,sp=true", 2.83, "62.10 %"),
     _dgxc("nemo-nemotron4-15b-h100x2048", DGXC_NEMOTRON, NEMOTRON4_15B, 2048, 8192,
