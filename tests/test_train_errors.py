@@ -66,19 +66,19 @@ def test_bad_override(tmp_path, data, monkeypatch, capsys, override, fragment):
 
 @pytest.mark.parametrize("overrides,nproc,fragment", [
     (["parallel.backend=fsdp", "parallel.dp_replicate=1", "parallel.dp_shard=4"], 2,
-     "dp_replicate 1 × dp_shard 4 × tp 1 × pp 1 = 4 ranks, but the world has 2"),
+     "dp_replicate 1 × dp_shard 4 × cp 1 × tp 1 × pp 1 = 4 ranks, but the world has 2"),
     (["parallel.backend=ddp", "parallel.zero_stage=3"], 2, "parallel.backend=ddp runs zero_stage 0, not 3"),
     (["parallel.backend=fsdp", "parallel.dp_shard=3"], 2, "dp_shard 3 does not divide the 2 data-parallel ranks"),
-    (["parallel.backend=fsdp", "parallel.zero_stage=1"], 2, "for zero_stage 1 use backend deepspeed"),
+    (["parallel.backend=ddp", "parallel.zero_stage=1"], 2, "for zero_stage 1 use backend fsdp or deepspeed"),
     (["parallel.backend=deepspeed", "parallel.dp_replicate=2"], 2, "HSDP runs on backend fsdp"),
     # model-parallel layouts that do not fit the model
     (["parallel.tp=4", "model.n_heads=2"], 4, "tp=4 does not divide the 2 attention heads"),
     (["parallel.tp=2", "model.arch=llama", "model.n_heads=4", "model.n_kv_heads=1"], 2,
      "tp=2 does not divide the 1 key/value heads"),
     (["parallel.tp=4", "model.n_heads=4", "model.ffn_hidden=126"], 4, "tp=4 does not divide the FFN width 126"),
-    (["parallel.pp=4"], 4, "pp=4 is more pipeline stages than the 2 layers"),
+    (["parallel.pp=4"], 4, "pp=4 × vpp=1 is more pipeline stages than the 2 layers"),
     (["parallel.pp=2", "parallel.pp_schedule=interleaved", "parallel.vpp=2"], 2,
-     "pp=2 × vpp=2 does not divide the 2 layers"),
+     "pp=2 × vpp=2 is more pipeline stages than the 2 layers"),
     (["parallel.vpp=2", "parallel.pp=2"], 2, "vpp=2 needs pp_schedule=interleaved or zero_bubble"),
     (["parallel.sequence_parallel=true"], 1, "sequence_parallel needs tp > 1"),
     (["parallel.backend=deepspeed", "parallel.tp=2"], 2, "deepspeed runs data parallelism only"),
@@ -98,12 +98,12 @@ def test_bad_layout_exits_before_any_process_group(tmp_path, data, monkeypatch, 
 def test_bad_layout_under_torchrun(tmp_path, data):
     """Each rank that gets to speak says the same line, and nothing of ours prints a traceback
     (torchrun adds its own report of the failed workers)."""
-    result = run_train([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path}", "parallel.backend=fsdp",
+    result = run_train([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path}", "parallel.backend=ddp",
                         "parallel.zero_stage=1"], nproc=2, cwd=tmp_path, check=False, timeout=120,
                        real_torchrun=True)
     # (torchrun's own log lines may land between ours: count the message, not lines; and once the first
     # rank has failed, torchrun may stop the other before it says anything)
-    assert result.returncode != 0 and result.stderr.count("for zero_stage 1 use backend deepspeed") >= 1, \
+    assert result.returncode != 0 and result.stderr.count("for zero_stage 1 use backend fsdp or deepspeed") >= 1, \
         result.stderr[-2000:]
     assert "[rank0]" not in result.stderr and "exitcode  : 2" in result.stderr
 
