@@ -3,6 +3,7 @@
 Accepted layouts, by header (case-insensitive, aliases below):
   N, D, loss [, C]      our `runs/runs.csv` (name,N,D,C,loss) and the chinchilla library's df.csv (C,N,D,loss)
   C, N, loss            tokens derived as D = C / (6 N)
+  budget (optional)     the nominal compute budget an isoFLOP run belongs to (groups runs by budget)
 Extra columns (a run name, an index) are ignored.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ ALIASES = {
     "d": "D", "tokens": "D", "data": "D",
     "c": "C", "flops": "C", "flop": "C", "compute": "C", "training flop": "C", "training_flop": "C",
     "loss": "loss", "final_loss": "loss", "val_loss": "loss",
+    "budget": "budget", "flops_budget": "budget", "compute_budget": "budget",
 }
 
 
@@ -39,6 +41,7 @@ class Runs:
     D: np.ndarray
     loss: np.ndarray
     source: str = ""
+    budget: Optional[np.ndarray] = None   # nominal isoFLOP budget per run, when the table names one
 
     @property
     def C(self) -> np.ndarray:
@@ -48,7 +51,8 @@ class Runs:
         return len(self.loss)
 
     def subset(self, index: np.ndarray) -> "Runs":
-        return Runs(self.N[index], self.D[index], self.loss[index], self.source)
+        budget = None if self.budget is None else self.budget[index]
+        return Runs(self.N[index], self.D[index], self.loss[index], self.source, budget)
 
     def without_highest_loss(self, count: int) -> "Runs":
         """Drop the `count` highest-loss runs (Besiroglu et al. 2024 drop five outliers this way)."""
@@ -94,7 +98,7 @@ def read_runs(path: str | Path, min_runs: Optional[int] = MIN_RUNS) -> Runs:
     if "loss" not in columns or "N" not in columns or not ({"D", "C"} & columns.keys()):
         raise UserError(f"{path}: header {','.join(header)} must name N, loss and D or C "
                         f"(e.g. N,D,loss or C,N,loss)")
-    wanted = [key for key in ("N", "D", "C", "loss") if key in columns]
+    wanted = [key for key in ("N", "D", "C", "loss", "budget") if key in columns]
     values: dict[str, list[float]] = {key: [] for key in wanted}
     for line, row in rows[1:]:
         if [cell.strip() for cell in row] == [cell.strip() for cell in header]:
@@ -111,7 +115,8 @@ def read_runs(path: str | Path, min_runs: Optional[int] = MIN_RUNS) -> Runs:
          else np.array(values["C"], dtype=float) / (FLOPS_PER_PARAM_TOKEN * N))
     if min_runs is not None and len(loss) < min_runs:
         raise UserError(f"{path} has {len(loss)} runs; the 5-parameter law needs at least {min_runs}")
-    return Runs(N=N, D=D, loss=loss, source=str(path))
+    budget = np.array(values["budget"], dtype=float) if "budget" in values else None
+    return Runs(N=N, D=D, loss=loss, source=str(path), budget=budget)
 
 
 def write_runs(path: str | Path, runs: Runs) -> None:
