@@ -90,12 +90,13 @@ def add_layout_plan_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--precision", choices=PRECISIONS, default=None,
                      help="compute dtype (default bf16, or the config's)")
     run.add_argument("--backend", choices=("auto", "ddp", "fsdp", "deepspeed"), default="auto",
-                     help="auto: DDP for zero=0, DeepSpeed ZeRO for 1-2, FSDP2 for 3")
+                     help="auto: DDP for zero=0, DeepSpeed ZeRO for 1-2 (FSDP2 with tp, pp or cp), FSDP2 for 3")
     run.add_argument("--attention", choices=("flash", "math"), default="flash",
                      help="flash keeps no s×s scores (default); math does")
     plan = parser.add_argument_group("plan")
-    plan.add_argument("--layout", help="evaluate one layout: dp=8,tp=8,pp=1,zero=1,mb=2,"
-                      "recompute=none|selective|full,sp=true|false,schedule=gpipe|1f1b|interleaved,vpp=2")
+    plan.add_argument("--layout", help="evaluate one layout: dp=8,tp=8,pp=1,cp=1,zero=1,mb=2,"
+                      "recompute=none|selective|full,sp=true|false,lean_sp=true|false,"
+                      "schedule=gpipe|1f1b|interleaved|zero_bubble,vpp=2,pp_layers=5:6:6:5 (blocks per stage)")
     plan.add_argument("--memory-model", choices=MEMORY_MODELS, default="rule24",
                       help="which memory model decides what fits (both are always shown)")
     plan.add_argument("--accounting", choices=ACCOUNTINGS, default="native",
@@ -107,7 +108,8 @@ def add_layout_plan_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--json", action="store_true", help="print JSON instead of tables")
     plan.add_argument("--plots", metavar="DIR", help="write memory plots (PNG) here")
     plan.add_argument("--emit-config", metavar="OUT.yaml",
-                      help="write the best layout the trainer can run as a training config")
+                      help="write the first-ranked layout as a training config (or, if the trainer does "
+                           "not run it, the best one it does, saying so)")
     plan.add_argument("--emit-sbatch", metavar="JOB.sbatch",
                       help="also write an sbatch script for it, nodes and GPUs sized from the plan (the config "
                            "goes beside it as JOB.yaml unless --emit-config names it)")

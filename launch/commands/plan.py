@@ -1,8 +1,10 @@
-"""`scaleplan plan`: which data / tensor / pipeline layouts fit in GPU memory, and how fast each runs.
+"""`scaleplan plan`: which data / context / tensor / pipeline layouts fit in GPU memory, and how fast
+each runs.
 
-Searches every dp × tp × pp split of the GPUs with sharding stage, micro-batch, recomputation and
-pipeline schedule (or evaluates one `--layout`), shows the `rule24` and `detailed` memory models side
-by side, ranks what fits by predicted tokens/s, and can write the chosen layout as a training config.
+Searches every dp × cp × tp × pp split of the GPUs (cp for long sequences) with sharding stage,
+micro-batch, recomputation and pipeline schedule (or evaluates one `--layout`), shows the `rule24`
+and `detailed` memory models side by side, ranks what fits by predicted tokens/s, and can write the
+first-ranked layout as a training config.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from launch.arguments import add_layout_plan_arguments
 from launch.layout_inputs import build_inputs, config_layout, plan
 
 NAME = "plan"
-HELP = "plan memory and parallel layout: which dp × tp × pp layouts fit, and how fast they run"
+HELP = "plan memory and parallel layout: which dp × cp × tp × pp layouts fit, and how fast they run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

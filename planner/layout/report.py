@@ -83,7 +83,8 @@ def explain_disagreement(result: PlanResult, i: int) -> str | None:
             f" plus logits is {gib(act_detail)} GiB")
     else:
         zero = int(x.zero[i])
-        sharding = f", ZeRO-{zero} sharded over dp={int(x.dp[i])}" if zero else ""
+        over = f"dp={int(x.dp[i])}" + (f" × cp={int(x.cp[i])}" if x.cp[i] > 1 else "")
+        sharding = f", ZeRO-{zero} sharded over {over}" if zero else ""
         reasons.append(f"model states: rule24 counts 4 + 4 + 8 B/param{sharding} = {gib(states_rule)} GiB, "
                        f"{x.backend_name(i)} in {inputs.precision} stores {gib(states_detail)} GiB "
                        f"({STORAGE[x.backend_name(i)]})")
