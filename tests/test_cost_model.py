@@ -166,3 +166,21 @@ def test_fully_sharded_at_scale_pays_per_layer_latency_and_has_little_to_hide_be
     large = _cost(PlanInputs(LLAMA7B, gpu, 512, 512), Layout(dp_shard=512, zero_stage=3))
     assert float(large["dp_comm_s"][0]) > float(small["dp_comm_s"][0]) + 3 * 32 * 400 * LINK_LATENCY_S
     assert float(large["step_time_s"][0]) > float(small["step_time_s"][0])
+
+
+def test_software_stacks_change_only_their_generation():
+    """Efficiencies per software stack apply to their GPU generation alone: NeMo's H100 GEMMs and
+    attention run faster than the default (PyTorch-native) ones and hide TP communication; the
+    2023 Hopper stack is slower; A100 has one stack."""
+    from planner.hardware import with_software
+
+    h100, a100 = CATALOG["h100-sxm"], CATALOG["a100-80gb"]
+    nemo, early = with_software(h100, "nemo"), with_software(h100, "2023")
+    assert nemo.matmul_efficiency > h100.matmul_efficiency > early.matmul_efficiency
+    assert nemo.tp_overlap > 0 == h100.tp_overlap
+    assert with_software(a100, "nemo") == a100 == with_software(a100, "current")
+    inputs = PlanInputs(LLAMA7B, h100, 64, 512)
+    layout = Layout(dp_shard=8, tp=8, zero_stage=1, micro_batch=2, sequence_parallel=True)
+    fast = _cost(PlanInputs(LLAMA7B, nemo, 64, 512), layout)
+    assert float(fast["step_time_s"][0]) < float(_cost(inputs, layout)["step_time_s"][0])
+    assert float(fast["tp_comm_s"][0]) == 0.0
