@@ -51,19 +51,23 @@ def backend_for(backend: str, zero_stage: int, model_parallel: bool = False) -> 
 
 
 def stage_layer_counts(n_layers: int, n_stages: int, pp_layers: Optional[tuple[int, ...]] = None) -> tuple[int, ...]:
-    """Blocks per pipeline stage, in stage order: `pp_layers` as given, else balanced with the embedding
-    and head counted as EMBEDDING_BLOCKS and HEAD_BLOCKS blocks on the first and last stage. Equal cuts
-    when the layers divide (70 layers on 12 stages: 5, 6 × 10, 5; 126 on 16: 7, 8 × 14, 7)."""
+    """Blocks per pipeline stage, in stage order: `pp_layers` as given; equal cuts where the layers
+    divide; else the row embedding, blocks, head (EMBEDDING_BLOCKS and HEAD_BLOCKS units) cut into
+    n_stages equal spans of cost (70 layers on 12 stages: 5, 6 × 10, 5; 126 on 16: 7, 8 × 14, 7).
+    When that would leave a stage without a block, the spare blocks are spread evenly instead."""
     if pp_layers:
         return tuple(pp_layers)
-    extra = [0] * n_stages
-    extra[0] += EMBEDDING_BLOCKS
-    extra[-1] += HEAD_BLOCKS
-    target = -(-(n_layers + sum(extra)) // n_stages)        # the slowest stage's cost, at best
-    counts = [max(1, target - e) for e in extra]
-    while sum(counts) > n_layers and max(counts) > 1:      # too many: trim the largest, earliest first
-        counts[counts.index(max(counts))] -= 1
-    return tuple(counts)
+    if n_layers % n_stages == 0:
+        return (n_layers // n_stages,) * n_stages
+    units = n_layers + EMBEDDING_BLOCKS + HEAD_BLOCKS
+    bounds = [k * units // n_stages for k in range(n_stages + 1)]   # floor: the first stage the lighter
+    blocks = range(EMBEDDING_BLOCKS, EMBEDDING_BLOCKS + n_layers)      # the units that are blocks
+    counts = [len(range(max(lo, blocks.start), min(hi, blocks.stop))) for lo, hi in zip(bounds, bounds[1:])]
+    if min(counts) >= 1:
+        return tuple(counts)
+    base, spare = divmod(n_layers, n_stages)
+    wider = {int((i + 0.5) * n_stages / spare) for i in range(spare)}
+    return tuple(base + (stage in wider) for stage in range(n_stages))
 
 
 def stage_layers(n_layers: int, n_stages: int, stage: int, pp_layers: Optional[tuple[int, ...]] = None) -> range:
