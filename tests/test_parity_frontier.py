@@ -1,7 +1,10 @@
 """The compositions large runs use train like one process: FSDP × PP, FSDP × TP × PP, HSDP × TP,
 ZeRO-1/2 (FSDP2 keeping its gathered weights) with TP and PP, and an uneven pipeline cut. Per-step
 losses on 2 to 8 gloo ranks equal a single-process run of the same model, data and global batch to
-1e-5 relative over 10 steps (fp32), each run announcing the layout it was asked for."""
+1e-5 relative over 10 steps (fp32), each run announcing the layout it was asked for; so do the global
+gradient norms (summed over tensor shards, data-parallel shards and pipeline stages), which clipping uses."""
+import json
+
 import pytest
 import yaml
 
@@ -53,3 +56,12 @@ def test_parity(reference, layout):
     for step in single:
         assert losses[step] == pytest.approx(single[step], rel=1e-5), (step, losses[step], single[step])
     assert single[STEPS] < single[1]   # it trained
+    norms, single_norms = grad_norms(runs / layout), grad_norms(runs / "single")
+    assert sorted(norms) == sorted(single_norms) and max(single_norms.values()) > 1.0   # clipping was at work
+    for step in single_norms:
+        assert norms[step] == pytest.approx(single_norms[step], rel=1e-4), (step, norms[step], single_norms[step])
+
+
+def grad_norms(run_dir) -> dict[int, float]:
+    records = (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    return {r["step"]: r["grad_norm"] for r in records if "grad_norm" in r}
