@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
 
+from parallel.context import ContextParallel, apply_context_parallel
 from parallel.ddp import apply_ddp
 from parallel.fsdp import apply_fsdp
 from parallel.layout import Layout
@@ -32,6 +33,7 @@ class Parallelized:
     stages: list[nn.Module] = field(default_factory=list)   # this rank's pipeline stages (pp > 1)
     average_over: Optional[dist.ProcessGroup] = None        # data-parallel group to average gradients over by hand
     pipeline_group: Optional[dist.ProcessGroup] = None       # stages of one pipeline: gradient norms add up over it
+    context: Optional[ContextParallel] = None                # cp > 1: feeds this rank's chunks of each sequence
 
 
 def parallelize(model: nn.Module, layout: Layout, backend: str, mesh: DeviceMesh, device: torch.device,
@@ -45,17 +47,19 @@ def parallelize(model: nn.Module, layout: Layout, backend: str, mesh: DeviceMesh
                                           layout.pp_layers)
     if layout.tp > 1:
         apply_tensor_parallel(model, mesh["tp"], layout.sequence_parallel, lean_sp=layout.lean_sp)
+    # context parallelism swaps each attention core, before recomputation wraps it
+    context = apply_context_parallel(model, mesh["cp"], blocks) if layout.cp > 1 else None
     apply_recompute(model, blocks, layout.recompute)
     if compile_blocks:
         apply_compile(model, blocks)
     result = Parallelized(model, stages if layout.pp > 1 else [],
-                          pipeline_group=mesh["pp"].get_group() if layout.pp > 1 else None)
+                          pipeline_group=mesh["pp"].get_group() if layout.pp > 1 else None, context=context)
     if backend == "fsdp":
         apply_fsdp(model, stages, data_parallel_mesh(mesh, layout), blocks, compute_dtype,
                    reshard_after_forward=layout.zero_stage >= 3, cpu_offload=cpu_offload)
     elif backend == "ddp" and layout.tp == 1 and layout.pp == 1:
         result.module = apply_ddp(model, data_parallel_mesh(mesh, layout), device, bucket_mb)
-    elif backend == "ddp" and layout.dp > 1:
+    elif backend == "ddp" and layout.dp * layout.cp > 1:
         # DDP cannot wrap DTensor parameters or a pipeline stage: the engine averages gradients itself
         # (over dp_replicate: the ddp backend shards nothing).
         result.average_over = data_parallel_mesh(mesh, layout).get_group()

@@ -39,10 +39,20 @@ def summed_token_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> tor
                            reduction="sum")
 
 
+class TokenPositions:
+    """Where the tokens of a forward sit in their sequences: `index` (T,), or None for 0..T−1. Set from
+    outside when a rank holds only some of each sequence's tokens (context parallelism). A plain
+    object, not a buffer: a pipeline stage is a shallow copy of the model, so all stages share it."""
+
+    def __init__(self) -> None:
+        self.index: torch.Tensor | None = None
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.positions = TokenPositions()
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_embeddings = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.arch == "gpt" else None
         self.layers = nn.ModuleDict({str(index): Block(cfg) for index in range(cfg.n_layers)})
@@ -97,15 +107,21 @@ class Transformer(nn.Module):
                 z_loss: float = 0.0) -> torch.Tensor:
         """Logits (B, T, V), or the loss (`language_model_loss`) when targets are given. A pipeline
         stage without embeddings takes the previous stage's hidden states (B, T, D) instead of
-        token ids, and one without the head returns its hidden states."""
+        token ids, and one without the head returns its hidden states. Tokens sit at `positions.index`
+        in their sequences where that is set (this rank's chunks under context parallelism)."""
+        positions_T = self.positions.index
         if self.tok_embeddings is not None:
-            T = idx_BT.shape[1]
+            if positions_T is None:
+                positions_T = torch.arange(idx_BT.shape[1], device=idx_BT.device)
             x_BTD = self.tok_embeddings(idx_BT)
             if self.pos_embeddings is not None:
-                x_BTD = x_BTD + self.pos_embeddings(torch.arange(T, device=idx_BT.device))
+                x_BTD = x_BTD + self.pos_embeddings(positions_T)
         else:
             x_BTD = idx_BT
-        rope = (self.rope_cos, self.rope_sin) if self.cfg.arch == "llama" else None
+        rope = None
+        if self.cfg.arch == "llama":   # the angles of each token's own position
+            rope = ((self.rope_cos, self.rope_sin) if self.positions.index is None
+                    else (self.rope_cos[positions_T], self.rope_sin[positions_T]))
         for block in self.layers.values():
             x_BTD = block(x_BTD, rope)
         if self.output is None:

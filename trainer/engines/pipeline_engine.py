@@ -43,13 +43,17 @@ class PipelineEngine(TorchEngine):
         """The sum of the last stage's micro-batch losses, on every rank of the pipeline."""
         losses: list[torch.Tensor] = []
         run = self.schedule.eval if scoring else self.schedule.step
-        with self.autocast():
+        # positions are set before the schedule runs: every stage's attention reads them from the model
+        [(inputs_BT, targets_BT)], shard = self.context_chunks([(inputs_BT, targets_BT)])
+        with shard, self.autocast():
             run(inputs_BT, target=targets_BT, losses=losses, return_outputs=False,
                 loss_kwargs={"z_loss": z_loss, "scoring": scoring})
         total = torch.zeros((), device=inputs_BT.device)
         for loss in losses:
             total += local(loss).detach().float()
         dist.all_reduce(total, group=self.parallel.pipeline_group)   # only the last stage holds losses
+        if scoring and self.parallel.context is not None:   # each cp rank scored its own chunks
+            total = self.parallel.context.sum(total)
         return total
 
     def train_step(self, batches: Batches, request: StepRequest) -> StepResult:

@@ -47,15 +47,18 @@ class TorchEngine:
         # in fp32/bf16): what the gradient noise scale reads.
         self.local_gradients = precision.scaler is None and not any(
             isinstance(p, DTensor) for p in parallel.module.parameters())
+        if parallel.context is not None:   # a context-parallel rank's gradient is of its own chunks only
+            self.local_gradients = False
 
     def train_step(self, batches: Batches, request: StepRequest) -> StepResult:
         """Accumulate gradients over the micro-batches, clip, and step unless `request.decide` says skip."""
-        batches = list(batches)
+        batches, shard = self.context_chunks(list(batches))
         device = self.device
-        loss, first_sq = accumulate(batches, len(batches), request, device, module=self.module,
-                                    accumulate_context=self.accumulate, autocast=self.autocast,
-                                    backward=self.backward,
-                                    local_grad_sq=self.local_grad_sq if self.local_gradients else None)
+        with shard:
+            loss, first_sq = accumulate(batches, len(batches), request, device, module=self.module,
+                                        accumulate_context=self.accumulate, autocast=self.autocast,
+                                        backward=self.backward,
+                                        local_grad_sq=self.local_grad_sq if self.local_gradients else None)
         grad_norm, skipped = self.step(request.grad_clip, request.measure, skip_by_norm(request, loss))
         return StepResult(loss, grad_norm, skipped, first_sq)
 
@@ -83,9 +86,24 @@ class TorchEngine:
 
     @torch.no_grad()
     def score(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
-        """Summed next-token loss over the targets that are not -100 (padding)."""
-        with self.autocast():
-            return local(summed_token_loss(self.module(inputs_BT), targets_BT))
+        """Summed next-token loss over the targets that are not -100 (padding), the same on every
+        context-parallel rank (each scores its own chunks; the sums add up)."""
+        [(inputs_BT, targets_BT)], shard = self.context_chunks([(inputs_BT, targets_BT)])
+        with shard, self.autocast():
+            total = local(summed_token_loss(self.module(inputs_BT), targets_BT))
+        return total if self.parallel.context is None else self.parallel.context.sum(total)
+
+    def context_chunks(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list, ContextManager]:
+        """Under context parallelism, this rank's chunks of each (inputs, targets) pair, and the
+        context in which the model takes them for such (its forwards and backward's recomputations);
+        else the batches as they are. Every cp rank then holds as many tokens, so the mean of their
+        losses, and of their gradients, is that of whole sequences."""
+        context = self.parallel.context
+        if context is None:
+            return batches, contextlib.nullcontext()
+        seq_len = batches[0][0].shape[1]
+        return ([(context.split(inputs_BT), context.split(targets_BT)) for inputs_BT, targets_BT in batches],
+                context.sharded(seq_len, self.device))
 
     def step(self, grad_clip: float, measure: bool = False,
              decide: Optional[SkipByNorm] = None) -> tuple[torch.Tensor, torch.Tensor]:
