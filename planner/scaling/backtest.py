@@ -14,14 +14,22 @@ from planner.scaling.budgets import budget_of, labelled, split_at
 from planner.scaling.candidates import REMEDIES, Design, evaluate
 from planner.scaling.deviation import DOWN_WEIGHT, warnings_for
 from planner.scaling.forecast import Forecast, forecast
-from planner.scaling.isoflop import measured_optima
 from planner.scaling.law_forms import FORMS
 from planner.scaling.runs import Runs
 
 
-def design_of(runs: Runs) -> Design:
+def design_of(runs: Runs, named: bool) -> Design:
     label = budget_of(runs)
-    return Design(runs.N, runs.D, label, np.unique(label), np.log(runs.loss)[None, :])
+    return Design(runs.N, runs.D, label, np.unique(label), np.log(runs.loss)[None, :], named)
+
+
+def measured_optima(runs: Runs, named: bool) -> dict[float, tuple[float, float]]:
+    """Each slice's own optimum (N_opt, L_opt) where its parabola locates one: the truth a
+    backtest holds forecasts to."""
+    design = design_of(runs, named)
+    x_min, y_min, _, valid, _ = design.minima()
+    return {float(level): (float(np.exp(x_min[0, k])), float(y_min[0, k]))
+            for k, level in enumerate(design.slices.levels) if valid[0, k]}
 
 
 def forms_for(law_form: str) -> list[str]:
@@ -97,14 +105,15 @@ def backtest(runs: Runs, cut_flops: Optional[float] = None, cut_fraction: Option
              methods: tuple[str, ...] = ("parametric", "isoflop", "auto"), law_form: str = "auto",
              confidence: float = 0.9, min_flops: Optional[float] = None, small_weight: Optional[float] = None,
              draws: int = 400, seed: int = 0) -> Backtest:
+    named = runs.budget is not None
     fit_runs, test, cut = split_at(labelled(runs), cut_flops, cut_fraction, min_flops)
-    design = design_of(fit_runs)
+    design = design_of(fit_runs, named)
     test_label = budget_of(test)
-    targets = np.unique(test_label)
+    truth_N = measured_optima(test, named)
+    targets = np.array(sorted(truth_N)) if truth_N else np.unique(test_label)
     remedies, weight = remedies_for(small_weight)
     candidates, deviation, minima = evaluate(design, forms_for(law_form), True, targets, (test.N, test.D),
                                              remedies, weight)
-    truth_N = measured_optima(test)
     scores = []
     for method in methods:
         if method == "isoflop" and "isoflop" not in candidates:
@@ -114,5 +123,5 @@ def backtest(runs: Runs, cut_flops: Optional[float] = None, cut_fraction: Option
     warnings = warnings_for(deviation, design.found)
     if "isoflop" not in candidates:
         warnings.append("isoFLOP: fewer than 2 fitted budgets locate an optimum; Approach 2 left out")
-    return Backtest(cut, [float(b) for b in design.found], [float(b) for b in targets], scores, warnings,
-                    confidence)
+    return Backtest(cut, [float(b) for b in design.found], [float(b) for b in np.unique(test_label)], scores,
+                    warnings, confidence)

@@ -13,7 +13,8 @@ import numpy as np
 from planner.errors import UserError
 from planner.scaling.runs import Runs
 
-GAP_DEX = 0.04        # a 10 % gap in compute between neighbouring runs starts a new budget
+GAP_DEX = 0.04        # a 10 % gap in compute between neighbouring runs starts a new budget ...
+SPAN_DEX = 0.1        # ... and so does a group that would span more than this
 MIN_BUDGETS_SIDE = 3  # a backtest needs this many budgets on each side of its cut
 
 
@@ -23,10 +24,14 @@ def budget_of(runs: Runs) -> np.ndarray:
         return np.asarray(runs.budget, float)
     log_C = np.log10(runs.C)
     order = np.argsort(log_C, kind="stable")
-    starts = np.flatnonzero(np.diff(log_C[order]) > GAP_DEX) + 1
     labels = np.empty(len(runs))
-    for group in np.split(order, starts):
-        labels[group] = 10.0 ** log_C[group].mean()
+    group = [order[0]]
+    for previous, current in zip(order[:-1], order[1:]):
+        if log_C[current] - log_C[previous] > GAP_DEX or log_C[current] - log_C[group[0]] > SPAN_DEX:
+            labels[group] = 10.0 ** log_C[group].mean()
+            group = []
+        group.append(current)
+    labels[group] = 10.0 ** log_C[group].mean()
     return labels
 
 

@@ -21,24 +21,41 @@ from planner.scaling.form_fit import fit_forms
 from planner.scaling.isoflop import laws_from_minima, parabola_minima
 from planner.scaling.law_forms import FORMS, LawForm
 from planner.scaling.objectives import Objective
+from planner.scaling.slices import Slices, build
 
 REMEDIES = ("none", "drop-small")   # the default chooses between these; --small-weight asks for down-weighting
-INNER_HOLDOUTS = (1, 2)       # inner cuts hold out the largest 1 and 2 fitted budgets
+INNER_FACTORS = (4.0, 16.0)   # inner cuts hold out the fitted budgets above 1/4 and 1/16 of the largest
+MIN_INNER_BUDGETS = 3         # ... keeping at least this many
+EFOLD_FLOOR = np.log(2.0)     # extrapolation distances below 2x count as 2x (noise, not trend, rules there)
 
 
 @dataclass(frozen=True)
 class Design:
-    """Runs shared by P repetitions: N, D, budget label (n,), budgets (K,), log losses (P, n)."""
+    """Runs shared by P repetitions: N, D, budget label (n,), budgets (K,), log losses (P, n), and
+    their isoFLOP slices (`named`: the table gave the budgets)."""
 
     N: np.ndarray
     D: np.ndarray
     label: np.ndarray
     found: np.ndarray
     log_loss: np.ndarray
+    named: bool = True
 
     @property
     def index(self) -> np.ndarray:
         return np.searchsorted(self.found, self.label)
+
+    @property
+    def slices(self) -> Slices:
+        if "_slices" not in self.__dict__:
+            object.__setattr__(self, "_slices", build(self.N, self.D, self.label, self.named))
+        return self.__dict__["_slices"]
+
+    def minima(self, log_loss: np.ndarray = None):
+        """Parabola minima of every slice, for each row of (R, n) run log losses."""
+        s = self.slices
+        rows = self.log_loss if log_loss is None else log_loss
+        return parabola_minima(np.log(s.N), np.exp(s.log_loss(rows)), s.groups)
 
 
 @dataclass
@@ -52,15 +69,21 @@ class Candidate:
     loss: np.ndarray         # (P, Rm, V, p) at the target points
     error_N: np.ndarray      # (P, Rm) inner-backtest mean |ln N_opt error| (inf: none measurable)
     error_loss: np.ndarray   # (P, Rm) inner-backtest mean |ln loss error|
+    rate_N: np.ndarray       # (P, Rm) inner-backtest RMS ln N_opt error per e-fold of extrapolation
+    rate_loss: np.ndarray
     budget_weights: np.ndarray   # (P, Rm, V, K)
     theta: Optional[np.ndarray] = None        # parametric: (P, Rm, V, k)
     covariance: Optional[np.ndarray] = None   # parametric: (P, Rm, k, k) of the whole-table fit
     remedies: tuple[str, ...] = REMEDIES
 
 
-def variant_masks(K: int) -> tuple[np.ndarray, list[int]]:
-    """(V, K) budget masks: all, each left out, the inner cuts; and the inner cuts' holdouts."""
-    holdouts = [h for h in INNER_HOLDOUTS if K - h >= 2]
+def variant_masks(found: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """(V, K) budget masks: all, each left out, the inner cuts; and the inner cuts' holdouts (how
+    many of the largest budgets each holds out). Cuts by compute, not by count, so that a table of
+    many close budgets is held to a real extrapolation too."""
+    K = len(found)
+    holdouts = sorted({max(1, int(np.sum(found > found.max() / factor))) for factor in INNER_FACTORS})
+    holdouts = [h for h in holdouts if K - h >= MIN_INNER_BUDGETS] or ([1] if K > MIN_INNER_BUDGETS else [])
     masks = [np.ones(K)] + [np.arange(K) != k for k in range(K)] + [np.arange(K) < K - h for h in holdouts]
     return np.array(masks, float), holdouts
 
@@ -74,24 +97,33 @@ def remedy_weights(deviation: Deviation, remedies: tuple[str, ...], small_weight
 
 
 def _inner_errors(design: Design, predicted_N, predicted_loss, holdouts, measured, valid):
-    """Mean |ln error| over the inner cuts' held-out budgets (N_opt) and runs (loss)."""
-    K = len(design.found)
-    errors_N, errors_L = [], []
+    """Over the inner cuts' held-out slice levels (N_opt, predicted_N (P, Rm, I, L)) and runs (loss),
+    each (P, Rm): the mean |ln error| (what choices are made by) and the RMS of ln error per e-fold
+    of extrapolation past the inner cut's largest budget (what widens intervals). A level is held
+    out when every run it is made of is."""
+    K, shape = len(design.found), predicted_N.shape[:2]
+    sums = {key: [np.zeros(shape) for _ in range(3)] for key in ("N", "L")}   # |error|, rate^2, count
     for j, h in enumerate(holdouts):
-        held = np.arange(K) >= K - h
-        gap = np.abs(np.log(predicted_N[..., j, :]) - measured[:, None, :])       # (P, Rm, K)
-        use = (valid & held)[:, None, :]
-        with np.errstate(invalid="ignore"):
-            errors_N.append(np.where(use, gap, 0).sum(-1) / use.sum(-1))
-        runs_held = held[design.index]
-        errors_L.append(np.abs(np.log(predicted_loss[..., j, :]) - design.log_loss[:, None, :])[..., runs_held].mean(-1))
-    if not holdouts:
-        inf = np.full(predicted_N.shape[:2], np.inf)
-        return inf, inf
-    error_N = np.nan_to_num(np.nanmean(np.stack(errors_N), axis=0) if np.any(np.isfinite(errors_N)) else
-                            np.full(predicted_N.shape[:2], np.inf), nan=np.inf)
-    error_L = np.nan_to_num(np.mean(np.stack(errors_L), axis=0), nan=np.inf)
-    return error_N, error_L
+        held_runs = (np.arange(K) >= K - h)[design.index]
+        held = design.slices.level_weights(held_runs[None, :].astype(float))[0] > 0
+        inner_max = design.found[K - h - 1]
+        run_C = 6.0 * design.N * design.D
+        for key, error, use, distance in (
+                ("N", np.log(predicted_N[..., j, :]) - measured[:, None, :], (valid & held)[:, None, :],
+                 np.log(design.slices.levels / inner_max)),
+                ("L", np.log(predicted_loss[..., j, :]) - design.log_loss[:, None, :],
+                 np.broadcast_to(held_runs, predicted_loss[..., j, :].shape), np.log(run_C / inner_max))):
+            use = use & np.isfinite(error)
+            error = np.where(use, error, 0.0)
+            sums[key][0] += np.abs(error).sum(-1)
+            sums[key][1] += ((error / np.maximum(distance, EFOLD_FLOOR)) ** 2).sum(-1)
+            sums[key][2] += use.sum(-1)
+    out = []
+    for key in ("N", "L"):
+        total, squares, count = sums[key]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out += [np.where(count > 0, total / count, np.inf), np.where(count > 0, np.sqrt(squares / count), 0.0)]
+    return tuple(out)
 
 
 def parametric(design: Design, form: LawForm, weights: np.ndarray, holdouts, start: np.ndarray,
@@ -107,7 +139,8 @@ def parametric(design: Design, form: LawForm, weights: np.ndarray, holdouts, sta
     N_opt, D_opt = form.optimal_allocation(theta, targets)
     loss_opt = form.predict_rows(theta, N_opt, D_opt)
     loss = form.predict(theta, *points)
-    N_at_budgets, _ = form.optimal_allocation(theta, design.found)
+    N_at_budgets, _ = form.optimal_allocation(theta, design.slices.levels) if len(design.slices.levels) else \
+        (np.full((len(theta), 0), np.nan), None)
     loss_at_runs = form.predict(theta, design.N, design.D)
     # A variant left with fewer runs than parameters + 2 has no fit worth the name.
     short = (run_weights > 0).sum(1) < k + 2
@@ -115,42 +148,43 @@ def parametric(design: Design, form: LawForm, weights: np.ndarray, holdouts, sta
         array[short] = np.nan
     shape = (P, Rm, V)
     inner = slice(1 + K, V)
-    error_N, error_L = _inner_errors(design, N_at_budgets.reshape(*shape, -1)[:, :, inner],
-                                     loss_at_runs.reshape(*shape, -1)[:, :, inner], holdouts, measured, valid)
+    errors = _inner_errors(design, N_at_budgets.reshape(*shape, -1)[:, :, inner],
+                           loss_at_runs.reshape(*shape, -1)[:, :, inner], holdouts, measured, valid)
     covariance = fits.covariance.reshape(*shape, k, k)[:, :, 0]
     return Candidate(form.name, N_opt.reshape(*shape, -1), loss_opt.reshape(*shape, -1), loss.reshape(*shape, -1),
-                     error_N, error_L, weights, theta.reshape(*shape, k), covariance)
+                     errors[0], errors[2], errors[1], errors[3], weights, theta.reshape(*shape, k), covariance)
 
 
 def isoflop(design: Design, weights: np.ndarray, holdouts, targets, points, minima) -> Candidate:
-    """All variants of Approach 2, from one set of per-budget parabola minima."""
+    """All variants of Approach 2, from one set of per-slice parabola minima; a slice weighs as
+    much as the least-weighted run it is made of."""
     P, Rm, V, K = weights.shape
     x_min, y_min, curv, valid, _ = minima
     rows = np.repeat(np.arange(P), Rm * V)
-    law = laws_from_minima(np.log(design.found), x_min[rows], y_min[rows], curv[rows], valid[rows],
-                           weights.reshape(-1, K))
+    levels = design.slices.levels
+    level_weights = design.slices.level_weights(weights[..., design.index].reshape(P * Rm * V, -1))
+    law = laws_from_minima(np.log(levels), x_min[rows], y_min[rows], curv[rows], valid[rows], level_weights)
     N_opt, _ = law.optimal_allocation(targets)
     shape = (P, Rm, V)
     inner = slice(1 + K, V)
-    N_at_budgets, _ = law.optimal_allocation(design.found)
+    N_at_budgets, _ = law.optimal_allocation(levels)
     loss_at_runs = law.predict(design.N, design.D)
-    error_N, error_L = _inner_errors(design, N_at_budgets.reshape(*shape, -1)[:, :, inner],
-                                     loss_at_runs.reshape(*shape, -1)[:, :, inner], holdouts, x_min, valid)
+    errors = _inner_errors(design, N_at_budgets.reshape(*shape, -1)[:, :, inner],
+                           loss_at_runs.reshape(*shape, -1)[:, :, inner], holdouts, x_min, valid)
     return Candidate("isoflop", N_opt.reshape(*shape, -1), law.loss_opt(targets).reshape(*shape, -1),
-                     law.predict(*points).reshape(*shape, -1), error_N, error_L, weights)
+                     law.predict(*points).reshape(*shape, -1), errors[0], errors[2], errors[1], errors[3], weights)
 
 
 def evaluate(design: Design, forms: list[str], with_isoflop: bool, targets: np.ndarray,
              points: tuple[np.ndarray, np.ndarray], remedies: tuple[str, ...] = REMEDIES,
              small_weight: float = DOWN_WEIGHT) -> tuple[dict[str, Candidate], Deviation, tuple]:
     """Every candidate named in `forms` (and isoFLOP) with all its variants."""
-    groups = [np.flatnonzero(design.label == b) for b in design.found]
-    minima = parabola_minima(np.log(design.N), np.exp(design.log_loss), groups)
+    minima = design.minima()
     shape = design.log_loss.shape
     start = fit_many(np.broadcast_to(np.log(design.N), shape), np.broadcast_to(np.log(design.D), shape),
                      design.log_loss, Objective("huber")).theta
     deviation = detect(np.log(design.N), np.log(design.D), design.log_loss, design.label, design.found, start)
-    masks, holdouts = variant_masks(len(design.found))
+    masks, holdouts = variant_masks(design.found)
     weights = remedy_weights(deviation, remedies, small_weight)[:, :, None, :] * masks[None, None]
     candidates: dict[str, Candidate] = {}
     if forms:

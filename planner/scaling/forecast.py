@@ -2,9 +2,9 @@
 
 - `parametric`: the law form (and small-scale remedy) with the lowest inner-backtest error;
 - `isoflop`: Approach 2 (with the remedy of lowest inner-backtest error);
-- `auto` (the default): whichever of all of them has the lowest inner-backtest error on the user's
-  own runs: N_opt from the best at locating held-out budgets' optima, losses from the best at
-  predicting held-out runs' losses.
+- `auto` (the default): the parametric choice, unless isoFLOP's inner-backtest error on the user's
+  own runs is lower by MARGIN: N_opt by the error at locating held-out budgets' optima, losses by
+  the error at predicting held-out runs' losses (isoFLOP only for losses at a budget's optimum).
 
 Draws for the bootstrap part: parametric forms from the Gauss-Newton normal approximation of each
 fit (no refits: cheap over many repetitions); isoFLOP by resampling its parabolas' residuals.
@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner.scaling.candidates import Candidate, Design
+from planner.scaling.candidates import EFOLD_FLOOR, Candidate, Design
 from planner.scaling.form_fit import EXPONENT_FLOOR
 from planner.scaling.intervals import honest
 from planner.scaling.isoflop import MIN_SIZES, laws_from_minima, parabola_minima
 from planner.scaling.law_forms import FORMS
 
 METHODS = ("auto", "parametric", "isoflop")
-MARGIN = 0.8    # a non-default law form or remedy must cut the inner-backtest error by 20 %
+MARGIN = 0.5    # a non-default law form, remedy or approach must halve the inner-backtest error: inner errors are noisy
 
 
 @dataclass
@@ -70,23 +70,26 @@ def _parametric_draws(candidate: Candidate, reps, remedy, count, seed, targets, 
 
 
 def _isoflop_draws(design: Design, minima, weights, reps, remedy, count, seed, targets, points):
+    """Slice-point losses = each parabola's fitted values + residuals resampled from the slices with
+    more than 3 sizes (inflated by sqrt(n / (n - 3)) for the parabola's 3 fitted coefficients)."""
     rng = np.random.default_rng(seed)
-    fitted = minima[4][reps]
-    groups = [np.flatnonzero(design.label == b) for b in design.found]
-    loss = np.exp(design.log_loss[reps])
-    pooled = [k for k, g in enumerate(groups) if len(np.unique(design.N[g])) > MIN_SIZES]
-    noise = np.zeros((len(reps), count, len(design.N)))
+    slices = design.slices
+    fitted = minima[4][reps]                                           # (r, q)
+    observed = np.exp(slices.log_loss(design.log_loss[reps]))
+    pooled = [k for k, g in enumerate(slices.groups) if len(g) > MIN_SIZES]
+    noise = np.zeros((len(reps), count, len(slices.N)))
     if pooled:
-        members = np.concatenate([groups[k] for k in pooled])
-        sizes = np.concatenate([np.full(len(groups[k]), len(groups[k])) for k in pooled])
-        residual = (loss[:, members] - fitted[:, members]) * np.sqrt(sizes / (sizes - MIN_SIZES))
-        pick = rng.integers(0, len(members), (len(reps), count, len(design.N)))
-        noise = np.take_along_axis(residual[:, None, :], pick, axis=2)
-    base = np.where(np.isfinite(fitted), fitted, loss)
+        members = np.concatenate([slices.groups[k] for k in pooled])
+        sizes = np.concatenate([np.full(len(slices.groups[k]), len(slices.groups[k])) for k in pooled])
+        residual = (observed[:, members] - fitted[:, members]) * np.sqrt(sizes / (sizes - MIN_SIZES))
+        pick = rng.integers(0, len(members), (len(reps), count, len(slices.N)))
+        noise = np.take_along_axis(np.broadcast_to(residual[:, None, :], (len(reps), count, len(members))), pick, axis=2)
+    base = np.where(np.isfinite(fitted), fitted, observed)
     Y = (base[:, None, :] + noise).reshape(len(reps) * count, -1)
-    x_min, y_min, curv, valid, _ = parabola_minima(np.log(design.N), Y, groups)
-    W = np.repeat(weights[reps, remedy, 0], count, axis=0)
-    law = laws_from_minima(np.log(design.found), x_min, y_min, curv, valid, W)
+    x_min, y_min, curv, valid, _ = parabola_minima(np.log(slices.N), Y, slices.groups)
+    run_weights = weights[reps, remedy, 0][:, design.index]
+    W = np.repeat(slices.level_weights(run_weights), count, axis=0)
+    law = laws_from_minima(np.log(slices.levels), x_min, y_min, curv, valid, W)
     shape = (len(reps), count, -1)
     return (law.optimal_allocation(targets)[0].reshape(shape), law.loss_opt(targets).reshape(shape),
             law.predict(*points).reshape(shape))
@@ -94,14 +97,13 @@ def _isoflop_draws(design: Design, minima, weights, reps, remedy, count, seed, t
 
 def _family(design, candidates, minima, names, quantity, key, count, seed, targets, points) -> dict:
     """One approach's chosen forecast per repetition: point, draws, leave-one-budget-out values, and
-    the inner-backtest error (`key`) of the choice. Parametric forms and remedies are chosen by
-    their loss error on held-out runs (many points, so less noisy than a few held-out optima)."""
+    the inner-backtest error (`key`) it was chosen by."""
     P, K = design.log_loss.shape[0], len(design.found)
-    pick, remedy = _choose(candidates, names, "error_loss" if names[0] != "isoflop" else key)
+    pick, remedy = _choose(candidates, names, key)
     width = getattr(candidates[names[0]], quantity).shape[-1]
     out = {"point": np.full((P, width), np.nan), "left_out": np.full((P, K, width), np.nan),
            "draws": np.full((P, count, width), np.nan), "active": np.zeros((P, K), bool),
-           "error": np.zeros(P), "chosen": [""] * P}
+           "drift": np.zeros((P, width)), "error": np.zeros(P), "rate": np.zeros(P), "chosen": [""] * P}
     for c, name in enumerate(names):
         reps = np.flatnonzero(pick == c)
         if reps.size == 0:
@@ -110,8 +112,12 @@ def _family(design, candidates, minima, names, quantity, key, count, seed, targe
         values = getattr(cand, quantity)
         out["point"][reps] = values[reps, remedy[reps], 0]
         out["left_out"][reps] = values[reps, remedy[reps], 1:1 + K]
+        full = np.log(values[reps, remedy[reps], 0])[:, None, :]
+        inner = np.log(values[reps, remedy[reps], 1 + K:])
+        out["drift"][reps] = np.nanmax(np.abs(inner - full), axis=1, initial=0.0) if inner.shape[1] else 0.0
         out["active"][reps] = cand.budget_weights[reps, remedy[reps], 0] > 0
         out["error"][reps] = getattr(cand, key)[reps, remedy[reps]]
+        out["rate"][reps] = getattr(cand, "rate_N" if quantity == "N_opt" else "rate_loss")[reps, remedy[reps]]
         out["draws"][reps] = _draws(design, minima, cand, reps, remedy[reps], count, seed, targets, points)[quantity]
         for r in reps:
             out["chosen"][r] = f"{name}/{cand.remedies[remedy[r]]}"
@@ -133,20 +139,18 @@ def _draws(design, minima, cand, reps, remedy, count, seed, targets, points) -> 
     return _CACHE[key]
 
 
-def _blend(first: dict, second: dict) -> dict:
-    """Log-space blend weighted by inverse squared inner-backtest error, per repetition."""
-    e1, e2 = first["error"], second["error"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        w = np.where(np.isinf(e1) & np.isinf(e2), 0.5, np.nan_to_num(e2 ** 2 / (e1 ** 2 + e2 ** 2), nan=0.0))
-    w = np.where(np.isinf(e1) & ~np.isinf(e2), 0.0, np.where(np.isinf(e2) & ~np.isinf(e1), 1.0, w))
-
-    def mix(a, b, weight):
-        return np.exp(weight * np.log(a) + (1 - weight) * np.log(b))
-    return {"point": mix(first["point"], second["point"], w[:, None]),
-            "draws": mix(first["draws"], second["draws"], w[:, None, None]),
-            "left_out": mix(first["left_out"], second["left_out"], w[:, None, None]),
-            "active": first["active"] | second["active"],
-            "chosen": [f"{w_:.2f} {a} + {1 - w_:.2f} {b}" for w_, a, b in zip(w, first["chosen"], second["chosen"])]}
+def _select(first: dict, second: dict) -> dict:
+    """Per repetition, the second approach where its inner-backtest error beats the first's by
+    MARGIN, else the first (ties, and no measurable error, go to the first)."""
+    take = second["error"] < MARGIN * first["error"]
+    out = {}
+    for key, value in first.items():
+        if key == "chosen":
+            out[key] = [b if t else a for a, b, t in zip(value, second[key], take)]
+        else:
+            mask = take.reshape((-1,) + (1,) * (np.ndim(value) - 1))
+            out[key] = np.where(mask, second[key], value)
+    return out
 
 
 def forecast(design: Design, candidates: dict[str, Candidate], minima, method: str, targets, points,
@@ -156,18 +160,24 @@ def forecast(design: Design, candidates: dict[str, Candidate], minima, method: s
     iso = ["isoflop"] if "isoflop" in candidates else []
     result, chosen = {}, {}
     for quantity, key in (("N_opt", "error_N"), ("loss_opt", "error_loss"), ("loss", "error_loss")):
+        # Approach 2 knows the loss near each budget's optimum only: away from it (the loss of an
+        # arbitrary run) it neither joins the default's blend nor widens the parametric interval.
+        families = (("parametric", parametric), ("isoflop", iso if quantity != "loss" or method == "isoflop" else []))
         fams = {name: _family(design, candidates, minima, members, quantity, key, count, seed, targets, points)
-                for name, members in (("parametric", parametric), ("isoflop", iso)) if members}
+                for name, members in families if members}
         if method == "auto":
-            part = _blend(fams["parametric"], fams["isoflop"]) if len(fams) == 2 else next(iter(fams.values()))
+            part = _select(fams["parametric"], fams["isoflop"]) if len(fams) == 2 else next(iter(fams.values()))
         else:
-            part = fams[method]
+            part = fams.get(method) or next(iter(fams.values()))
         disagreement = (np.abs(np.log(fams["parametric"]["point"]) - np.log(fams["isoflop"]["point"]))
                         if len(fams) == 2 else np.zeros_like(part["point"]))
+        at = targets if quantity != "loss" else 6.0 * points[0] * points[1]
+        efolds = np.maximum(np.log(np.asarray(at, float) / design.found.max()), EFOLD_FLOOR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             result[quantity] = honest(part["point"], part["draws"], part["left_out"], part["active"],
-                                      disagreement, confidence)
+                                      np.hypot(disagreement, part["drift"]), part["rate"][:, None] * efolds[None, :],
+                                      confidence)
         chosen[quantity] = part["chosen"]
     _CACHE.clear()
     scores = {name: {"N_opt": float(np.min(c.error_N[0])), "loss": float(np.min(c.error_loss[0]))}

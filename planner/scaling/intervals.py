@@ -39,8 +39,9 @@ def jackknife(left_out: np.ndarray, active: np.ndarray) -> np.ndarray:
 
 
 def honest(point: np.ndarray, draws: np.ndarray, left_out: np.ndarray, active: np.ndarray,
-           disagreement: np.ndarray, confidence: float) -> dict[str, np.ndarray]:
-    """point (P, q); draws (P, S, q); left_out (P, K, q); active (P, K); disagreement (P, q) in log.
+           disagreement: np.ndarray, extrapolation: np.ndarray, confidence: float) -> dict[str, np.ndarray]:
+    """point (P, q); draws (P, S, q); left_out (P, K, q); active (P, K); disagreement (P, q) and
+    extrapolation (P, q: the inner backtest's error rate times the e-folds to the target) in log.
     Returns the interval and its parts, all (P, q), in the quantity's units (parts in log)."""
     tail = 100.0 * (1.0 - confidence) / 2.0
     log_point = np.log(point)
@@ -50,9 +51,12 @@ def honest(point: np.ndarray, draws: np.ndarray, left_out: np.ndarray, active: n
         high_q = np.nanpercentile(np.where(np.isfinite(log_draws), log_draws, np.nan), 100 - tail, axis=1)
     boot_low = np.nan_to_num(np.maximum(log_point - low_q, 0.0))
     boot_high = np.nan_to_num(np.maximum(high_q - log_point, 0.0))
-    spread = z_value(confidence) * jackknife(left_out, active)
+    z = z_value(confidence)
+    spread = z * jackknife(left_out, active)
     disagreement = np.nan_to_num(disagreement)
-    low = np.sqrt(boot_low ** 2 + spread ** 2 + disagreement ** 2)
-    high = np.sqrt(boot_high ** 2 + spread ** 2 + disagreement ** 2)
+    trend = z * np.nan_to_num(extrapolation)
+    model = spread ** 2 + disagreement ** 2 + trend ** 2
+    low, high = np.sqrt(boot_low ** 2 + model), np.sqrt(boot_high ** 2 + model)
     return {"point": point, "low": np.exp(log_point - low), "high": np.exp(log_point + high),
-            "bootstrap": (boot_low + boot_high) / 2, "jackknife": spread, "disagreement": disagreement}
+            "bootstrap": (boot_low + boot_high) / 2, "jackknife": spread, "disagreement": disagreement,
+            "extrapolation": trend}
