@@ -31,6 +31,9 @@ def test_the_data_spans_what_the_forecasts_are_used_for():
     assert len(MEASUREMENTS) >= 25
     assert {m.gpu.id for m in MEASUREMENTS} >= {"a100-80gb", "h100-sxm"}
     assert any(m.backend == "fsdp" and m.n_gpus >= 384 for m in MEASUREMENTS)
+    # fully sharded alone (no TP or PP) across hundreds of GPUs with a small batch per GPU
+    pure_zero3 = [m for m in MEASUREMENTS if m.parallel().zero_stage == 3 and m.parallel().dp == m.n_gpus]
+    assert sum(m.n_gpus >= 384 and m.global_batch * m.spec.seq_len / m.n_gpus <= 2048 for m in pure_zero3) >= 2
     assert any(m.gpu.id == "h100-sxm" and ",tp=" in m.layout and ",pp=" in m.layout for m in MEASUREMENTS)
     assert any(m.parallel().cp > 1 and m.spec.seq_len >= 65536 for m in MEASUREMENTS)
     assert any(m.pp_layers for m in MEASUREMENTS)
@@ -78,6 +81,12 @@ def test_published_figures_derive_as_the_sources_state():
     assert by_id["torchtitan-llama3-70b-a100x64"].published_mfu == pytest.approx(0.517, abs=0.01)
     assert by_id["nemo-llama3-70b-h100x64"].published_mfu == pytest.approx(0.5410, abs=0.005)
     assert by_id["llama3-405b-h100x8192"].published_mfu == pytest.approx(430 / 989, rel=1e-6)
+    # ZeRO++'s TFLOPs are Megatron-DeepSpeed's (recomputation counted): the same formula turns the
+    # tutorial log's 18B step on 64 V100 (batch 64, 9955.9 ms) into the 7.65 TFLOPs it printed
+    from planner.layout.calibration import megatron_step_s
+    from planner.layout.calibration_runs import ZEROPP_18B
+
+    assert megatron_step_s(ZEROPP_18B, 64, 64, 7.65) == pytest.approx(9.9559, rel=0.002)
     # Narayanan et al. count recomputation: 163 TFLOP/s is 52 % of peak in hardware FLOPs, so
     # the model FLOPs share is 3/4 of it
     assert by_id["megatron-1t-a100x3072"].published_mfu == pytest.approx(0.52 * 3 / 4, abs=0.01)

@@ -6,8 +6,8 @@ import pytest
 
 from parallel.layout import Layout
 from planner.layout.cost import (HALF_EFFICIENCY_DIM, HALF_EFFICIENCY_RIDGE, LINK_LATENCY_S, MAX_MATMUL_EFFICIENCY,
-                                 NETWORK_EFFICIENCY, evaluate_cost, group_bandwidth, half_efficiency_dim,
-                                 matmul_efficiency, ring_time)
+                                 NETWORK_EFFICIENCY, OVERLAP, evaluate_cost, exposed, group_bandwidth,
+                                 half_efficiency_dim, matmul_efficiency, ring_time)
 from planner.hardware import CATALOG, peak_flops
 from planner.layout.candidates import LayoutArrays
 from planner.model_spec import ModelSpec, flops_per_token
@@ -166,6 +166,38 @@ def test_fully_sharded_at_scale_pays_per_layer_latency_and_has_little_to_hide_be
     large = _cost(PlanInputs(LLAMA7B, gpu, 512, 512), Layout(dp_shard=512, zero_stage=3))
     assert float(large["dp_comm_s"][0]) > float(small["dp_comm_s"][0]) + 3 * 32 * 400 * LINK_LATENCY_S
     assert float(large["step_time_s"][0]) > float(small["step_time_s"][0])
+
+
+def test_the_shorter_of_compute_and_communication_hides_behind_the_longer():
+    """Communication shorter than the compute beside it hides OVERLAP of the compute's time; longer
+    communication hides OVERLAP of its own time's worth of compute (at most all of it); never below
+    the exposed floor."""
+    assert float(exposed(1.0, 10.0, 0.0)) == 0.0                              # 1 s hides in 3 s
+    assert float(exposed(5.0, 10.0, 0.0)) == pytest.approx(5.0 - OVERLAP * 10.0)
+    assert float(exposed(10.0, 2.0, 0.0)) == pytest.approx(10.0 - 2.0)        # all 2 s of compute hide
+    assert float(exposed(10.0, 5.0, 0.0)) == pytest.approx(10.0 - OVERLAP * 10.0)
+    assert float(exposed(1.0, 10.0, 0.5)) == 0.5
+
+
+def test_deepspeed_zero3_pays_a_ring_latency_per_module_fsdp_per_block():
+    """DeepSpeed's ZeRO-3 gathers and reduces each module holding parameters (6 in a GPT block: two
+    norms, two attention and two MLP matrices), FSDP one flat parameter per block: by hand, two
+    16-bit gathers and a 16-bit reduce-scatter over 384 ranks, 240 calls each, beside the compute."""
+    from planner.layout.model_states import stage_params
+
+    spec = ModelSpec("gpt", 40, 6144, 32, 50304, 512, bias=True, tie_embeddings=True)
+    gpu = CATALOG["v100-32gb"]
+    layout = Layout(dp_shard=384, zero_stage=3, micro_batch=1, recompute="full")
+    c = _cost(PlanInputs(spec, gpu, 384, 384, gpus_per_node=16, precision="fp16", backend="deepspeed"), layout)
+    bw = group_bandwidth(gpu, 384, 16, 16)
+    gather = ring_time(stage_params(spec, 1, 1, 0) * 2, 384, bw, 1.0, calls=6 * 40)
+    by_hand = exposed(3 * gather, c["compute_s"][0], 2 * gather / 240)
+    assert float(c["dp_comm_s"][0]) == pytest.approx(float(by_hand))
+    per_block = ring_time(stage_params(spec, 1, 1, 0) * 2, 384, bw, 1.0, calls=40)
+    assert float(gather - per_block) == pytest.approx(200 * 383 * LINK_LATENCY_S)
+    fsdp = _cost(PlanInputs(spec, gpu, 384, 384, gpus_per_node=16, precision="fp16", backend="fsdp"), layout)
+    # FSDP reduces fp32 gradients: more bytes, but 200 fewer ring latencies per collective
+    assert float(fsdp["dp_comm_s"][0]) < float(c["dp_comm_s"][0]) + stage_params(spec, 1, 1, 0) * 2 / bw
 
 
 def test_software_stacks_change_only_their_generation():

@@ -36,11 +36,12 @@ class Measurement:
     peak_memory_gib: Optional[float] = None
     pp_layers: Optional[tuple[int, ...]] = None   # the published pipeline cut, where uneven
     software: str = "current"                # which kernels ran (planner.hardware.SOFTWARE)
+    attention: str = "flash"                 # math where no flash kernel ran (V100)
 
     def inputs(self) -> PlanInputs:
         return PlanInputs(self.spec, with_software(self.gpu, self.software), self.n_gpus, self.global_batch,
                           gpus_per_node=min(self.gpus_per_node, self.n_gpus), precision=self.precision,
-                          backend=self.backend)
+                          backend=self.backend, attention=self.attention)
 
     def parallel(self) -> Layout:
         """The published layout as a `Layout`."""

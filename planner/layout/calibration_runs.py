@@ -30,6 +30,9 @@ DGXC_LLAMA = ("NVIDIA dgxc-benchmarking v24.11.1, llama3.1/README_{8b,70b,405b}.
               "training step time (seconds per step) per GPU count")
 DGXC_NEMOTRON = ("NVIDIA dgxc-benchmarking v24.11.1, nemotron/README_{15b,340b}.md: NeMo 24.11 BF16 on DGX H100, "
                  "training step time (seconds per step) per GPU count")
+ZERO_PP = ("Wang et al. 2023, ZeRO++ (DeepSpeed blogs/zeropp, Fig. 6 and 7): ZeRO-3 baseline, 18B GPT on 384 V100 "
+           "(24 DGX-2), 4 or 1 x 100 Gbps IB per node, 1K/2K tokens per GPU, TFLOPs per GPU; shape from "
+           "docs/_tutorials/zeropp.md")
 LLAMA3_TABLE4 = ("Dubey et al. 2024, The Llama 3 Herd of Models, Table 4 and Sec. 3.3.2: 405B on H100, "
                  "TP/CP/PP/DP, batch per DP, TFLOPs/GPU; interleaved, V chunks of one layer (first/last: 7)")
 
@@ -45,6 +48,9 @@ LLAMA3_70B = ModelSpec("llama", 80, 8192, 64, 128256, 8192, n_kv_heads=8, ffn_hi
 LLAMA3_405B = ModelSpec("llama", 126, 16384, 128, 128256, 8192, n_kv_heads=8, ffn_hidden=53248)
 GPT_1T = ModelSpec("gpt", 128, 25600, 160, 51200, 2048, bias=True, tie_embeddings=True)
 MT_NLG_530B = ModelSpec("gpt", 105, 20480, 128, 51200, 2048, bias=True, tie_embeddings=True)
+# ZeRO++'s 18B GPT (Megatron-DeepSpeed: 40 layers, d 6144, 32 heads, sequence 512, fp16, activation
+# checkpointing; GPT-2 vocabulary padded to 50304, which reproduces the tutorial log's 7.65 TFLOPs).
+ZEROPP_18B = ModelSpec("gpt", 40, 6144, 32, 50304, 512, bias=True, tie_embeddings=True)
 # Nemotron-4 (Parmar et al. 2024): no GLU (squared ReLU, 4h), GQA with 8 KV heads, 256K vocabulary.
 NEMOTRON4_15B = ModelSpec("gpt", 32, 6144, 48, 256000, 4096, n_kv_heads=8, ffn_hidden=24576)
 NEMOTRON4_340B = ModelSpec("gpt", 96, 18432, 96, 256000, 4096, n_kv_heads=8, ffn_hidden=73728)
@@ -71,6 +77,19 @@ def _llama3(run_id: str, gpus: int, dp: int, cp: int, batch_per_dp: int, tflops:
                        f"dp={dp},cp={cp},tp=8,pp=16,zero=1,mb=1,sp=true,schedule=interleaved,vpp=7", "fsdp",
                        model_flops_step(spec, batch, gpus, tflops), f"{tflops} TFLOPs/GPU (BF16 MFU {mfu})",
                        pp_layers=LLAMA3_CUT)
+
+
+def _zeropp(nics: int, tokens: int, tflops: int) -> Measurement:
+    """ZeRO-3 over all 384 V100s of 24 DGX-2 (16 GPUs a node, sharing `nics` 100 Gb/s NICs), one
+    micro-batch of `tokens` per GPU a step; TFLOPs counted as Megatron-DeepSpeed logs them
+    (recomputation included). V100 has no flash-attention kernels."""
+    gpu = replace(CATALOG["v100-32gb"], network_bw=nics * 100e9 / 8 / 16)
+    mb = tokens // ZEROPP_18B.seq_len
+    return Measurement(f"zero3-18b-v100x384-ib{nics}-{tokens // 1024}k", ZERO_PP, ZEROPP_18B, gpu, 384, 384 * mb,
+                       f"dp=384,zero=3,mb={mb},recompute=full", "deepspeed",
+                       megatron_step_s(ZEROPP_18B, 384 * mb, 384, tflops),
+                       f"{tflops} TFLOPs per GPU ({nics} x 100 Gbps IB per node)", precision="fp16",
+                       gpus_per_node=16, attention="math")
 
 
 _MT_NLG = tuple(Measurement(f"mt-nlg-530b-a100x{gpus}", MT_NLG, MT_NLG_530B, A100, gpus, 1920,
@@ -106,6 +125,8 @@ MEASUREMENTS: tuple[Measurement, ...] = (
                 megatron_step_s(GPT_1T, 3072, 3072, 163), "163 TFLOP/s per GPU (52 % of peak)",
                 precision="fp16"),
     _MT_NLG[0],
+    # --- V100: ZeRO-3 across 24 nodes, small micro-batches --------------------------------------
+    _zeropp(4, 1024, 25), _zeropp(4, 2048, 40), _zeropp(1, 1024, 14), _zeropp(1, 2048, 26),
     # --- H100: 2023 software (llm-foundry) ---------------------------------------------------------
     Measurement("mpt-1b-h100x8", LLM_FOUNDRY, _mpt(24, 2048, 16), H100, 8, 112,
                 "dp=8,zero=3,mb=14", "fsdp", tokens_step(112, 2048, 363645),

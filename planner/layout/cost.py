@@ -73,6 +73,15 @@ def ring_time(bytes_, ranks, bandwidth, passes: float, calls=1) -> np.ndarray:
     return np.where(ranks > 1, passes * (share * bytes_ / bandwidth + calls * (ranks - 1) * LINK_LATENCY_S), 0.0)
 
 
+def exposed(comm, compute, floor) -> np.ndarray:
+    """Communication time left over when it runs beside `compute`: the shorter of the two hides
+    behind the longer, advancing meanwhile at OVERLAP of its own speed (the two contend for the
+    SMs and HBM, and each waits on the other's dependencies), so min(shorter, OVERLAP × longer) is
+    hidden; never less than `floor`, the part with nothing beside it."""
+    hidden = np.minimum(np.minimum(comm, compute), OVERLAP * np.maximum(comm, compute))
+    return np.maximum(comm - hidden, floor)
+
+
 def group_bandwidth(gpu, ranks, ranks_per_node, gpus_per_node: int) -> np.ndarray:
     """Bus bandwidth of a ring over `ranks` GPUs placed `ranks_per_node` to a node. Within a node:
     NVLink. Across nodes NCCL runs one ring per NIC, so a node's k members of the group share k
@@ -176,7 +185,11 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
     dp_bw = group_bandwidth(gpu, group, inputs.gpus_per_node // x.tp, inputs.gpus_per_node)
     grad_bytes = np.where(x.backend == 2, act, 4.0)          # DeepSpeed reduces 16-bit gradients
     gather_bytes = np.where(x.backend == 0, 4.0, act)
-    calls = layers_here                                       # one collective per block
+    # FSDP gathers and reduces one flat parameter per block; DeepSpeed's ZeRO-3 hooks every module
+    # that holds parameters (two norms, the attention's two matrices, the MLP's two or three), and
+    # each such call pays the ring's latency across all ranks of the group.
+    modules = 6 + (spec.arch == "llama") + 2 * spec.qk_norm
+    calls = layers_here * np.where((x.backend == 2) & (x.zero == 3), modules, 1)
     reduce_all = ring_time(held * grad_bytes, group, dp_bw, 2.0, calls)
     reduce_scatter = ring_time(held * grad_bytes, group, dp_bw, 1.0, calls)
     all_gather = ring_time(held * gather_bytes, group, dp_bw, 1.0, calls)
@@ -184,10 +197,10 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
     # A micro-batch's first gather and last reduce have no compute beside them.
     edges = (all_gather + reduce_scatter) / np.maximum(calls, 1)
     hidden = np.select([x.zero == 0, x.zero == 1, x.zero == 2],
-                       [np.maximum(reduce_all - OVERLAP * backward_one, 0.0),
-                        np.maximum(reduce_scatter - OVERLAP * backward_one, 0.0) + all_gather,
-                        n_micro * np.maximum(reduce_scatter - OVERLAP * backward_one, edges) + all_gather],
-                       n_micro * np.maximum(2 * all_gather + reduce_scatter - OVERLAP * micro_batch_s, edges))
+                       [exposed(reduce_all, backward_one, 0.0),
+                        exposed(reduce_scatter, backward_one, 0.0) + all_gather,
+                        n_micro * exposed(reduce_scatter, backward_one, edges) + all_gather],
+                       n_micro * exposed(2 * all_gather + reduce_scatter, micro_batch_s, edges))
     last_bucket = ring_time(np.minimum(held * grad_bytes, DDP_BUCKET_BYTES), group, dp_bw, 2.0)
     dp_comm = np.maximum(hidden, last_bucket)
 
