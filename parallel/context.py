@@ -130,6 +130,9 @@ class ContextAttentionCore(nn.Module):
             return F.scaled_dot_product_attention(q_BNTH, k_BKTH, v_BKTH, is_causal=True, scale=self.scale,
                                                   enable_gqa=gqa)
         k_all, v_all = self.context.gather_keys_values(k_BKTH, v_BKTH)
+        # Q in a storage of its own: saved as a view of the fused QKV output, it would keep this
+        # rank's K and V alive beside their gathered copy.
+        q_BNTH = q_BNTH.contiguous()
         chunk = q_BNTH.shape[2] // 2
         outs = []
         for half, index in enumerate(rank_chunks(self.context.size, self.context.rank)):

@@ -14,6 +14,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
+from parallel.context import apply_context_parallel  # noqa: E402
 from parallel.layout import Layout  # noqa: E402
 from parallel.pipeline import build_schedule, keep_local_stages  # noqa: E402
 from parallel.recompute import apply_recompute  # noqa: E402
@@ -165,6 +166,28 @@ def measure_pipeline_cut(pp_mesh, cut: tuple[int, ...], n_micro: int = 4) -> dic
     return {"measured": counter.peak, "predicted": predicted, "blocks": len(stages[0].layers)}
 
 
+def measure_context(cp_mesh) -> dict:
+    """Context parallelism over the 2 ranks: each holds 2 of the 4 chunks of every sequence, and
+    attention keeps the K and V all-gathered over the cp group (the planner: per-token terms / cp,
+    plus the whole sequence's K and V; the embedding, head and logits of this rank's tokens only).
+    The trainer keeps about 6 % more here: attention runs once per local chunk, each call saving its
+    output, and the output projection saves their concatenation (one more d_model per token)."""
+    model, cfg = build(MODEL)
+    context = apply_context_parallel(model, cp_mesh)
+    counter = SavedBytes(model)
+    idx = torch.randint(0, cfg.vocab_size, (BATCH, cfg.seq_len), generator=torch.Generator().manual_seed(1))
+    with counter.hooks(), context.sharded(cfg.seq_len, idx.device):
+        loss = model(context.split(idx), context.split(idx))
+    measured = counter.current
+    del loss
+    spec, cp = cfg.spec(), cp_mesh.size()
+    local = BATCH / cp   # this rank's tokens, in sequences
+    layer = layer_activation_bytes(spec, BATCH, 1, False, 0, 4.0, 4.0, cp=cp)["stored"]
+    predicted = (spec.n_layers * layer + embedding_bytes(spec, local) + head_bytes(spec, local, 1, False, 4.0, 4.0)
+                 + logits_bytes(spec, local, 1, 4.0)["saved"])
+    return {"measured": measured, "predicted": float(predicted)}
+
+
 def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -178,6 +201,7 @@ def main() -> None:
         **{f"recompute_{mode}": measure_whole(None, False, mode) for mode in RECOMPUTE},
     }
     results["pp_uneven"] = measure_pipeline_cut(mesh, (1, 3))   # the first stage: 1 block of 4 and the embedding
+    results["cp2"] = measure_context(mesh)   # rank 0: chunks 0 and 3 of each sequence
     if rank == 0:
         print("ACTIVATIONS " + json.dumps(results), flush=True)
     dist.barrier()

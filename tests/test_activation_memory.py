@@ -1,7 +1,8 @@
 """Per-rank activation bytes the trainer saves for backward (measured with saved_tensors_hooks by
 tests/activation_probe.py on 2 gloo ranks) are within 10 % of the planner's prediction for the same
 layout: TP 2, TP 2 + SP (saving the gathered norm outputs, and lean: their sequence shards), PP 2
-(first stage, 1F1B with its micro-batches in flight) and each recompute mode; and a layer in bf16
+(first stage, 1F1B with its micro-batches in flight), CP 2 (this rank's chunks and the gathered K/V)
+and each recompute mode; and a layer in bf16
 (TP 1, no recomputation) saves at most 1.1 × Korthikanti et al. 2022's 34·s·b·h bytes."""
 import json
 import os
@@ -14,7 +15,7 @@ from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 CASES = ["tp2", "tp2_sp", "tp2_sp_lean", "pp2_1f1b_first_stage", "recompute_none", "recompute_selective", "recompute_full",
-         "bf16_layer", "pp_uneven"]
+         "bf16_layer", "pp_uneven", "cp2"]
 
 
 @pytest.fixture(scope="module")
