@@ -80,12 +80,13 @@ def test_the_peak_is_the_largest_stage(text):
 
 def test_context_parallel_memory():
     """Each cp rank keeps 1/cp of the tokens, plus attention's K and V gathered over the whole sequence
-    (2 · s · b · kv_heads · head_dim · 2 bytes / t); the states are sharded over dp × cp."""
+    (2 · s · b · kv_heads · head_dim · 2 bytes / t) and a second copy of its local output (the
+    trainer's attention runs per chunk); the states are sharded over dp × cp."""
     spec = spec_for_params(8e9, "llama", 32768, 32000)
     s, b, tp, kv = spec.seq_len, 2, 2, spec.kv_heads * spec.head_dim
     whole = float(layer_activation_bytes(spec, b, tp, True, 0, 2.0, 2.0)["stored"])
     split = float(layer_activation_bytes(spec, b, tp, True, 0, 2.0, 2.0, cp=4)["stored"])
-    assert split == pytest.approx(whole / 4 + (s * b - s * b / 4) * 2 * kv * 2 / tp)
+    assert split == pytest.approx(whole / 4 + (s * b - s * b / 4) * 2 * kv * 2 / tp + s * b / 4 * spec.d_model * 2 / tp)
     inputs = PlanInputs(spec, CATALOG["h100-sxm"], 64, 64, memory_model="detailed")
     layouts = LayoutArrays.from_layouts([parse_layout(t, 64) for t in (
         "dp=4,cp=4,tp=2,pp=2,zero=3,mb=1,sp=true", "dp=16,tp=2,pp=2,zero=3,mb=1,sp=true")])

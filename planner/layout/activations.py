@@ -71,7 +71,8 @@ def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_
     lean_sp: under sequence parallelism the column-parallel matmuls save their input as the sequence
     shard and all-gather it again in backward, so `gathered` divides by t too (else it stays whole).
     cp: each rank holds 1/cp of every sequence's tokens, and attention saves the K and V all-gathered
-    over the cp group (the whole sequence, heads split by t) in place of its local ones.
+    over the cp group (the whole sequence, heads split by t) in place of its local ones, and its
+    output twice (per chunk, and joined).
     """
     tokens = np.asarray(micro_batch) * spec.seq_len / np.asarray(cp)
     tp, sp, recompute = np.asarray(tp), np.asarray(sp, bool), np.asarray(recompute)
@@ -80,8 +81,11 @@ def layer_activation_bytes(spec: ModelSpec, micro_batch, tp, sp, recompute, act_
     gathered_divisor = np.where(sp & np.asarray(lean_sp, bool), tp, 1)
     kv_per_token = 2 * np.asarray(act_bytes, float) * spec.kv_heads * spec.head_dim / tp
     gathered_kv = (np.asarray(micro_batch) * spec.seq_len - tokens) * kv_per_token   # zero without CP
+    # Under CP the trainer runs attention once per local chunk (each call saves its output) and the
+    # output projection saves their concatenation: one more copy of O per token.
+    chunked_output = np.where(np.asarray(cp) > 1, np.asarray(act_bytes, float) * spec.d_model / tp, 0.0)
     full_layer = (tokens * (terms["replicated"] / sequence_divisor + terms["gathered"] / gathered_divisor
-                            + terms["split"] / tp + terms["quadratic"] / tp) + gathered_kv)
+                            + (terms["split"] + terms["quadratic"]) / tp + chunked_output) + gathered_kv)
     selective_layer = full_layer - tokens * terms["quadratic"] / tp
     layer_input = tokens * residual_bytes * spec.d_model / sequence_divisor
     stored = np.select([recompute == 0, recompute == 1], [full_layer, selective_layer], layer_input)
