@@ -179,25 +179,30 @@ def test_the_shorter_of_compute_and_communication_hides_behind_the_longer():
     assert float(exposed(1.0, 10.0, 0.5)) == 0.5
 
 
-def test_deepspeed_zero3_pays_a_ring_latency_per_module_fsdp_per_block():
-    """DeepSpeed's ZeRO-3 gathers and reduces each module holding parameters (6 in a GPT block: two
-    norms, two attention and two MLP matrices), FSDP one flat parameter per block: by hand, two
-    16-bit gathers and a 16-bit reduce-scatter over 384 ranks, 240 calls each, beside the compute."""
+def test_deepspeed_zero3_gathers_per_module_fsdp_per_block():
+    """DeepSpeed's ZeRO-3 gathers each module holding parameters (6 in a GPT block: two norms, two
+    attention and two MLP matrices) and reduce-scatters about a block per gradient bucket; FSDP
+    does both per block. By hand: two 16-bit gathers of 240 calls and a 16-bit reduce-scatter of 40
+    over 384 ranks, beside the compute."""
     from planner.layout.model_states import stage_params
 
     spec = ModelSpec("gpt", 40, 6144, 32, 50304, 512, bias=True, tie_embeddings=True)
     gpu = CATALOG["v100-32gb"]
     layout = Layout(dp_shard=384, zero_stage=3, micro_batch=1, recompute="full")
     c = _cost(PlanInputs(spec, gpu, 384, 384, gpus_per_node=16, precision="fp16", backend="deepspeed"), layout)
-    bw = group_bandwidth(gpu, 384, 16, 16)
-    gather = ring_time(stage_params(spec, 1, 1, 0) * 2, 384, bw, 1.0, calls=6 * 40)
-    by_hand = exposed(3 * gather, c["compute_s"][0], 2 * gather / 240)
+    bw, params = group_bandwidth(gpu, 384, 16, 16), stage_params(spec, 1, 1, 0)
+    gather = ring_time(params * 2, 384, bw, 1.0, calls=6 * 40)
+    scatter = ring_time(params * 2, 384, bw, 1.0, calls=40)
+    by_hand = exposed(2 * gather + scatter, c["compute_s"][0], gather / 240 + scatter / 40)
     assert float(c["dp_comm_s"][0]) == pytest.approx(float(by_hand))
-    per_block = ring_time(stage_params(spec, 1, 1, 0) * 2, 384, bw, 1.0, calls=40)
-    assert float(gather - per_block) == pytest.approx(200 * 383 * LINK_LATENCY_S)
+    assert float(gather - scatter) == pytest.approx(200 * 383 * LINK_LATENCY_S)
     fsdp = _cost(PlanInputs(spec, gpu, 384, 384, gpus_per_node=16, precision="fp16", backend="fsdp"), layout)
-    # FSDP reduces fp32 gradients: more bytes, but 200 fewer ring latencies per collective
-    assert float(fsdp["dp_comm_s"][0]) < float(c["dp_comm_s"][0]) + stage_params(spec, 1, 1, 0) * 2 / bw
+    # FSDP gathers 16-bit weights per block and reduce-scatters fp32 gradients per block
+    fsdp_gather = ring_time(params * 2, 384, bw, 1.0, calls=40)
+    fsdp_scatter = ring_time(params * 4, 384, bw, 1.0, calls=40)
+    fsdp_by_hand = exposed(2 * fsdp_gather + fsdp_scatter, fsdp["compute_s"][0],
+                           fsdp_gather / 40 + fsdp_scatter / 40)
+    assert float(fsdp["dp_comm_s"][0]) == pytest.approx(float(fsdp_by_hand))
 
 
 def test_software_stacks_change_only_their_generation():

@@ -185,17 +185,19 @@ def evaluate_cost(inputs: PlanInputs, layouts: LayoutArrays) -> dict[str, np.nda
     dp_bw = group_bandwidth(gpu, group, inputs.gpus_per_node // x.tp, inputs.gpus_per_node)
     grad_bytes = np.where(x.backend == 2, act, 4.0)          # DeepSpeed reduces 16-bit gradients
     gather_bytes = np.where(x.backend == 0, 4.0, act)
-    # FSDP gathers and reduces one flat parameter per block; DeepSpeed's ZeRO-3 hooks every module
-    # that holds parameters (two norms, the attention's two matrices, the MLP's two or three), and
-    # each such call pays the ring's latency across all ranks of the group.
+    # Each collective call pays the ring's latency across all ranks of the group. FSDP gathers and
+    # reduces one flat parameter per block. DeepSpeed's ZeRO-3 gathers per module holding parameters
+    # (two norms, the attention's two matrices, the MLP's two or three: its 5e7-element prefetch
+    # bucket holds less than one such matrix of a large model) and reduce-scatters its 5e8-element
+    # gradient buckets, about one block each.
     modules = 6 + (spec.arch == "llama") + 2 * spec.qk_norm
-    calls = layers_here * np.where((x.backend == 2) & (x.zero == 3), modules, 1)
-    reduce_all = ring_time(held * grad_bytes, group, dp_bw, 2.0, calls)
-    reduce_scatter = ring_time(held * grad_bytes, group, dp_bw, 1.0, calls)
-    all_gather = ring_time(held * gather_bytes, group, dp_bw, 1.0, calls)
+    gathers = layers_here * np.where((x.backend == 2) & (x.zero == 3), modules, 1)
+    reduce_all = ring_time(held * grad_bytes, group, dp_bw, 2.0, layers_here)
+    reduce_scatter = ring_time(held * grad_bytes, group, dp_bw, 1.0, layers_here)
+    all_gather = ring_time(held * gather_bytes, group, dp_bw, 1.0, gathers)
     backward_one = micro_batch_s * 2.0 / 3.0
     # A micro-batch's first gather and last reduce have no compute beside them.
-    edges = (all_gather + reduce_scatter) / np.maximum(calls, 1)
+    edges = all_gather / np.maximum(gathers, 1) + reduce_scatter / np.maximum(layers_here, 1)
     hidden = np.select([x.zero == 0, x.zero == 1, x.zero == 2],
                        [exposed(reduce_all, backward_one, 0.0),
                         exposed(reduce_scatter, backward_one, 0.0) + all_gather,
