@@ -17,9 +17,10 @@ the constants below and the GPU catalog's efficiencies are shared by every run, 
 - Data parallel (Rajbhandari et al. 2020) over the dp × cp ranks that hold one stage's replica:
   DDP all-reduce per step; ZeRO-1 reduce-scatter + all-gather per step; ZeRO-2 reduce-scatter per
   micro-batch; ZeRO-3 two all-gathers and a reduce-scatter per micro-batch. Collectives run per
-  layer (a ring's latency per call grows with its ranks), the first gather and the last reduce of a
-  micro-batch have nothing to hide behind, and the rest hides behind OVERLAP of the compute running
-  meanwhile. Across nodes a node's k members of the group share k NICs at NETWORK_EFFICIENCY.
+  layer (DeepSpeed's ZeRO-3 gathers per module; a ring's latency per call grows with its ranks),
+  the first gather and the last reduce of a micro-batch have nothing to hide behind, and of the rest
+  and the compute running meanwhile the shorter hides behind the longer, up to OVERLAP of the
+  longer's time. Across nodes a node's k members of the group share k NICs at NETWORK_EFFICIENCY.
 - Optimizer: AdamW reads and writes the fp32 states of the local parameters at HBM bandwidth.
 """
 from __future__ import annotations
