@@ -5,6 +5,7 @@ import argparse
 
 from launch.arguments import add_fit_arguments, add_json_flag, fit_from_args, objective_from_args
 from launch.output import human, print_json, print_warnings
+from launch.scaling_arguments import add_method_arguments
 from planner.errors import UserError
 from planner.scaling.runs import read_runs
 
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="budget for the N_opt / D_opt / loss intervals (default 10x the largest run)")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures into DIR")
     parser.add_argument("--out", metavar="FIT.json", help="also write the JSON result here (for allocate --law)")
+    add_method_arguments(parser, ("auto", "parametric", "isoflop", "both"), "auto")
     add_json_flag(parser)
 
 
@@ -52,6 +54,15 @@ def run(args: argparse.Namespace) -> int:
     payload = fit.to_json()
     N_opt, D_opt = fit.law.optimal_allocation(budget)
     payload["at_budget"] = {"C": budget, "N": N_opt, "D": D_opt, "loss": float(fit.law.predict(N_opt, D_opt))}
+    from planner.scaling.method_fit import forecast_at
+
+    payload["forecast"] = forecast_at(runs, budget, args.method, args.law_form, args.confidence, args.min_flops,
+                                      args.small_weight, seed=args.seed)
+    fit.warnings += payload["forecast"]["warnings"]
+    if "isoflop_law" in payload["forecast"] and args.method in ("isoflop", "auto"):
+        chosen = next(iter(payload["forecast"]["forecasts"].values()))["chosen"]
+        if chosen.startswith("isoflop"):   # allocate / next / ladder then take N_opt from Approach 2
+            payload["allocation"] = dict(payload["forecast"]["isoflop_law"]["N_opt"], method="isoflop")
     boot = None
     if args.bootstrap:
         boot = bootstrap(runs, fit, args.bootstrap, budget, objective_from_args(args), confidence=args.confidence,
@@ -74,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     at = payload["at_budget"]
     print(f"at C = {budget:.3g} FLOPs: N_opt {human(at['N'])}, D_opt {human(at['D'])} "
           f"({at['D'] / at['N']:.1f} tokens/param), loss {at['loss']:.4f}")
+    print_forecast(payload["forecast"])
     if boot is not None:
         print(f"{100 * boot.confidence:.0f} % bootstrap intervals ({len(boot.params)}/{boot.requested} resamples):")
         for name, (low, high) in boot.intervals().items():
@@ -81,3 +93,14 @@ def run(args: argparse.Namespace) -> int:
     for path in payload.get("plots", []):
         print(f"wrote {path}")
     return 0
+
+
+def print_forecast(forecast: dict) -> None:
+    level = f"{100 * forecast['confidence']:.0f} %"
+    for method, f in forecast["forecasts"].items():
+        low, high = f["N_opt_interval"]
+        print(f"{method} ({f['chosen']}): N_opt {human(f['N_opt'])} [{human(low)}, {human(high)}], D_opt "
+              f"{human(f['D_opt'])}, loss {f['loss']:.4f} [{f['loss_interval'][0]:.4f}, {f['loss_interval'][1]:.4f}] "
+              f"({level}, widened for what the law's form misses)")
+    if "disagreement" in forecast:
+        print(f"parametric / isoFLOP N_opt = {forecast['disagreement']['N_opt_ratio']:.3g}")

@@ -7,6 +7,7 @@ import argparse
 from launch.arguments import add_fit_arguments, add_json_flag, add_shape_arguments, fit_from_args
 from launch.output import human, print_json, print_warnings
 from launch.run_configs import next_run_config, write_config
+from launch.scaling_arguments import add_method_arguments
 from planner.errors import UserError
 from planner.model_spec import ModelSpec, count_params
 from planner.scaling.allocate import allocate
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="next budget = factor x the largest run's compute (default 2)")
     parser.add_argument("--flops", type=float, metavar="C", help="use this budget instead of --scaling-factor")
     add_fit_arguments(parser)
+    add_method_arguments(parser, ("parametric", "isoflop", "auto"), "parametric")
     parser.add_argument("--config", default=str(PRESETS_DIR / "default.yaml"),
                         help="base training config; its data, optimizer and batch settings are kept")
     add_shape_arguments(parser, arch_default=None)
@@ -65,7 +67,17 @@ def run(args: argparse.Namespace) -> int:
     C = args.flops if args.flops is not None else args.scaling_factor * float(runs.C.max())
     if C <= 0:
         raise UserError(f"--flops must be positive, got {C:g}")
-    allocation = allocate(fit.law, C)
+    law = fit.law
+    if args.method != "parametric":   # N_opt from Approach 2 where the method picks it; the loss from the law
+        from dataclasses import replace
+        from planner.scaling.method_fit import forecast_at
+
+        forecast = forecast_at(runs, C, args.method, args.law_form, min_flops=args.min_flops,
+                               small_weight=args.small_weight)
+        if next(iter(forecast["forecasts"].values()))["chosen"].startswith("isoflop"):
+            power = forecast["isoflop_law"]["N_opt"]
+            law = replace(law, isoflop=(power["exponent"], power["log_coefficient"]))
+    allocation = allocate(law, C)
     model = base.model
     shape = shape_for_params(allocation.N, args.arch or model.arch, args.vocab_size or model.vocab_size,
                              args.seq_len or model.seq_len, args.tie_embeddings or model.tie_embeddings,

@@ -21,6 +21,7 @@ from planner.scaling.runs import Runs
 
 MIN_SIZES = 3        # a parabola needs three model sizes
 EDGE = 0.05          # a minimum may lie this fraction of the sampled log-N range beyond its edge (Approach 2 needs it inside)
+PARABOLA_REACH = 1.5   # e-folds of N either side of the optimum that a slice typically samples
 E_FRACTIONS = np.linspace(0.0, 0.98, 25)   # L_opt's floor E, as a fraction of the lowest optimum loss
 
 
@@ -52,7 +53,11 @@ class IsoflopLaw:
         C = FLOPS_PER_PARAM_TOKEN * N * D
         N_opt, _ = self.optimal_allocation(C)
         curvature = np.exp(self.q[:, None] + self.p[:, None] * np.log(C)[None, :])
-        return self.loss_opt(C) + curvature * (np.log(N)[None, :] - np.log(N_opt)) ** 2
+        # The parabola is measured near the optimum only: past PARABOLA_REACH e-folds it goes on
+        # as a straight line (same slope), not as a square that nothing measured.
+        gap = np.abs(np.log(N)[None, :] - np.log(N_opt))
+        rise = np.where(gap <= PARABOLA_REACH, gap ** 2, PARABOLA_REACH * (2 * gap - PARABOLA_REACH))
+        return self.loss_opt(C) + curvature * rise
 
     def to_json(self) -> dict:
         return {"N_opt": {"exponent": float(self.a[0]), "log_coefficient": float(self.c[0])},
@@ -130,7 +135,8 @@ def laws_from_minima(log_C: np.ndarray, x_min, y_min, curv, valid, weights: Opti
     a, c = _regress(log_C, np.nan_to_num(x_min), W)
     # L_opt = E + G C^-g: for each candidate floor E the rest is a line in log-log; keep the best E.
     y = np.where(valid, y_min, np.inf)
-    E = E_FRACTIONS[None, :, None] * np.min(y, axis=1)[:, None, None]                # (R, F, 1)
+    with np.errstate(invalid="ignore"):   # a row with no valid budget: nan, and the row stays nan
+        E = E_FRACTIONS[None, :, None] * np.min(y, axis=1)[:, None, None]                # (R, F, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         gap = np.log(np.maximum(np.nan_to_num(y_min, nan=1.0)[:, None, :] - E, 1e-300))
         slope, intercept = _regress(log_C, gap, np.broadcast_to(W[:, None, :], gap.shape))

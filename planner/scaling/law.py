@@ -25,6 +25,8 @@ class ScalingLaw:
 
     `tokens_per_param`, when set, overrides the law's own optimum with a fixed ratio D = r N
     (the "20 tokens per parameter" rule of thumb); the loss is still predicted with E..beta.
+    `isoflop`, when set (exponent a, log_coefficient c: N_opt = e^c C^a), overrides it with an
+    isoFLOP fit's power law (`scaleplan fit --method isoflop --out`).
     """
 
     E: float
@@ -34,6 +36,7 @@ class ScalingLaw:
     beta: float
     name: str = "fit"
     tokens_per_param: Optional[float] = None
+    isoflop: Optional[tuple[float, float]] = None
 
     def params(self) -> dict[str, float]:
         return {key: float(getattr(self, key)) for key in PARAM_NAMES}
@@ -50,6 +53,10 @@ class ScalingLaw:
         G = (alpha A / (beta B))^(1/(alpha+beta)).
         """
         C = np.asarray(C, dtype=float)
+        if self.isoflop is not None:
+            exponent, log_coefficient = self.isoflop
+            N = np.exp(log_coefficient) * C ** exponent
+            return _scalar(N), _scalar(C / (FLOPS_PER_PARAM_TOKEN * N))
         if self.tokens_per_param is not None:
             N = np.sqrt(C / (FLOPS_PER_PARAM_TOKEN * self.tokens_per_param))
             return _scalar(N), _scalar(self.tokens_per_param * N)
@@ -68,6 +75,8 @@ class ScalingLaw:
         out = {"params": self.params(), "name": self.name}
         if self.tokens_per_param is not None:
             out["tokens_per_param"] = self.tokens_per_param
+        if self.isoflop is not None:
+            out["allocation"] = {"method": "isoflop", "exponent": self.isoflop[0], "log_coefficient": self.isoflop[1]}
         return out
 
 
@@ -102,7 +111,21 @@ def law_from_dict(data: dict, name: str = "fit") -> ScalingLaw:
             raise UserError(f"{name}: parameter {key}={params[key]!r} is not a number") from None
         if not np.isfinite(values[key]) or values[key] <= 0:
             raise UserError(f"{name}: parameter {key}={params[key]!r} must be a positive finite number")
-    return ScalingLaw(**values, name=name, tokens_per_param=data.get("tokens_per_param"))
+    return ScalingLaw(**values, name=name, tokens_per_param=data.get("tokens_per_param"),
+                      isoflop=_isoflop_allocation(data.get("allocation"), name))
+
+
+def _isoflop_allocation(allocation, name: str) -> Optional[tuple[float, float]]:
+    """An isoFLOP fit's N_opt = e^c C^a, from a fit JSON's `allocation` (absent: the law's own)."""
+    if allocation is None:
+        return None
+    try:
+        exponent, log_coefficient = float(allocation["exponent"]), float(allocation["log_coefficient"])
+    except (TypeError, KeyError, ValueError):
+        raise UserError(f"{name}: 'allocation' needs numeric exponent and log_coefficient") from None
+    if not (np.isfinite(exponent) and np.isfinite(log_coefficient) and 0 < exponent < 1):
+        raise UserError(f"{name}: allocation exponent {exponent:g} must lie in (0, 1)")
+    return exponent, log_coefficient
 
 
 def load_law(spec: str) -> ScalingLaw:

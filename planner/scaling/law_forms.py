@@ -100,9 +100,10 @@ class LawForm:
             if self.name == "tied":
                 theta = np.concatenate([theta, theta[:, 3:4]], axis=1)
             log_E, log_A, log_B, alpha, beta = (theta[:, i:i + 1] for i in range(5))
-            G = ((alpha * np.exp(log_A)) / (beta * np.exp(log_B))) ** (1.0 / (alpha + beta))
-            N = G * (C[None, :] / FLOPS_PER_PARAM_TOKEN) ** (beta / (alpha + beta))
-            return N, C[None, :] / (FLOPS_PER_PARAM_TOKEN * N)
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):   # a wild draw: inf, not a warning
+                G = ((alpha * np.exp(log_A)) / (beta * np.exp(log_B))) ** (1.0 / (alpha + beta))
+                N = G * (C[None, :] / FLOPS_PER_PARAM_TOKEN) ** (beta / (alpha + beta))
+                return N, C[None, :] / (FLOPS_PER_PARAM_TOKEN * N)
         step = 0.05
         offsets = np.arange(-12.0, 12.0 + step / 2, step)
         centre = 0.5 * np.log(C / (FLOPS_PER_PARAM_TOKEN * 20.0))          # 20 tokens/param
