@@ -35,7 +35,10 @@ def test_planned_layout_runs(tmp_path, capsys, backend):
     cfg = load_config(planned)
     layout, chosen = resolve_layout(cfg, RANKS)
     assert chosen == backend and cfg.parallel.backend == backend
-    assert wrote == [f"wrote {planned}: {describe(layout)}"]     # the config says what the plan chose
+    # the config says what the plan chose; where #1 is a layout the trainer does not run (DeepSpeed
+    # with PP), the same line says which one it wrote instead and why
+    assert len(wrote) == 1 and wrote[0].startswith(f"wrote {planned}: {describe(layout)}")
+    assert wrote[0] == f"wrote {planned}: {describe(layout)}" or wrote[0].endswith(" instead)")
     out = run_train(["--config", str(planned)], nproc=RANKS).stdout
     assert f"{backend} over {describe(layout)}" in out and "step 3: validation loss" in out
     run_dir = tmp_path / "runs" / "planned"
