@@ -18,9 +18,9 @@ from planner.scaling.batched import fit_many
 from planner.scaling.law_forms import LawForm
 from planner.scaling.objectives import HUBER_DELTA, Objective
 
-MAX_ITERATIONS = 100   # Huber with most residuals past delta is L1-like: the last digits come slowly and do not matter
+MAX_ITERATIONS = 60   # Huber with most residuals past delta is L1-like: the last digits come slowly and do not matter
 STEP_TOLERANCE = 1e-9
-RELATIVE_IMPROVEMENT = 1e-8   # an accepted step that gains less than this share of the objective ends a fit
+RELATIVE_IMPROVEMENT = 1e-7   # an accepted step that gains less than this share of the objective ends a fit
 EXPONENT_FLOOR = 1e-3
 
 
