@@ -97,7 +97,8 @@ def emit_config(path: str, result, index: int, base_config: Optional[str]) -> No
                                backend=backend, global_batch=config.global_batch, seq_len=spec.seq_len,
                                key="parallel.")
     problems += trainer_refusals(backend, layout.tp, layout.pp, spec.tie_embeddings, config.parallel.cpu_offload,
-                                 key="parallel.", cp=layout.cp)
+                                 key="parallel.", cp=layout.cp, zero_stage=layout.zero_stage,
+                                 schedule=layout.pp_schedule)
     if problems:
         raise UserError(f"the trainer would not run {describe(layout)}: " + "; ".join(problems))
     out = Path(path)

@@ -103,10 +103,15 @@ def micro_batch_problem(pp: int, schedule: str, n_micro: int, dp: Optional[int] 
 
 
 def trainer_refusals(backend: str, tp: int, pp: int, tie_embeddings: bool = False, cpu_offload: bool = False,
-                     key: str = "", cp: int = 1) -> list[str]:
+                     key: str = "", cp: int = 1, zero_stage: int = 0, schedule: str = "1f1b") -> list[str]:
     """What this project's trainer does not run although the layout itself is sound (Megatron-DeepSpeed
     runs ZeRO with TP and PP): the trainer refuses these, the planner ranks them but marks them."""
     found = []
+    if backend == "fsdp" and zero_stage == 3 and pp > 1 and schedule == "zero_bubble":
+        # torch's zero-bubble stages take weight gradients against the parameters the module holds
+        # when its backward starts: resharded ones at stage 3, not the gathered ones the graph used
+        found.append(f"{key}pp_schedule=zero_bubble computes weight gradients against resharded weights under "
+                     f"{key}backend=fsdp zero_stage 3: use zero_stage 1 or 2, or pp_schedule interleaved")
     if backend == "deepspeed" and (tp > 1 or pp > 1):
         found.append(f"{key}backend=deepspeed runs data parallelism only, not {key}tp={tp} × {key}pp={pp}: "
                      "use backend fsdp (zero_stage 1, 2 or 3) or ddp for tensor and pipeline parallelism")

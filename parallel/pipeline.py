@@ -10,7 +10,8 @@ checkpoint reshards between pipeline and non-pipeline layouts.
 Under FSDP2 each stage is a root. torch's stage runs every micro-batch's backward without reducing
 and reduces once after the last: ZeRO-1's way. Stages 2 and 3 reduce-scatter in each micro-batch's
 backward instead (`_ShardedGradientStage`), so only gradient shards accumulate; under zero_bubble,
-whose weight gradients come apart from the input gradients, every stage reduces once at the end.
+whose weight gradients come apart from the input gradients, every stage reduces once at the end and
+keeps its weights gathered from a micro-batch's backward to the step's end.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from parallel.layout import stage_layers
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved": ScheduleInterleaved1F1B,
              "zero_bubble": ScheduleInterleavedZeroBubble}
 MULTI_STAGE = ("interleaved", "zero_bubble")   # schedules that take a list of stages per rank
+SPLIT_BACKWARD = ("zero_bubble",)   # schedules that compute weight gradients apart from input gradients
 
 
 def stage_ids(pp_rank: int, pp: int, vpp: int) -> list[int]:
@@ -70,7 +72,8 @@ class _ShardedGradientStage(PipelineStage):
     """A stage whose FSDP2 root reduce-scatters gradients in each micro-batch's full backward (ZeRO
     stage 2 keeping its gathered weights until the step's end, stage 3 freeing them each time). The
     schedule's closing reduction (`perform_reduce_grad`) then finds no whole gradients left, reshards
-    and waits for the reductions in flight."""
+    and waits for the reductions in flight. Not for SPLIT_BACKWARD schedules: a reduction or reshard
+    between a micro-batch's input and weight gradients would lose the latter."""
 
     def __init__(self, *args, zero_stage: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -90,10 +93,11 @@ def build_schedule(stages: list[nn.Module], pp_rank: int, pp: int, vpp: int, mes
                    zero_stage: int = 0) -> _PipelineSchedule:
     """The schedule over this rank's stages; `loss_fn(output, target)` on the last stage, per
     micro-batch (gradients are averaged over the `n_micro` micro-batches). `zero_stage` 2 or 3 of an
-    FSDP2 model: gradients reduce-scattered every micro-batch."""
+    FSDP2 model: gradients reduce-scattered every micro-batch, except under SPLIT_BACKWARD schedules."""
     group = mesh.get_group()
-    kind = _ShardedGradientStage if zero_stage >= 2 else PipelineStage
-    options = {"zero_stage": zero_stage} if zero_stage >= 2 else {}
+    per_micro_batch = zero_stage >= 2 and schedule not in SPLIT_BACKWARD
+    kind = _ShardedGradientStage if per_micro_batch else PipelineStage
+    options = {"zero_stage": zero_stage} if per_micro_batch else {}
     pipeline_stages = [kind(module, stage, pp * vpp, device, group=group, **options)
                        for module, stage in zip(stages, stage_ids(pp_rank, pp, vpp))]
     kind = SCHEDULES[schedule]

@@ -23,14 +23,16 @@ def data(tmp_path_factory):
     (["parallel.pp=2", "parallel.pp_schedule=interleaved", "parallel.vpp=2", "parallel.pp_layers=[2,2]"], 2,
      "pp_layers=2,2 gives 2 stages, but pp 2 × vpp 2 = 4"),
     (["parallel.pp=4"], 4, "pp=4 × vpp=1 is more pipeline stages than the 2 layers"),
+    (["parallel.backend=fsdp", "parallel.pp=2", "parallel.pp_schedule=zero_bubble", "parallel.vpp=2"], 4,
+     "pp_schedule=zero_bubble computes weight gradients against resharded weights"),
 ], ids=["short", "long", "empty-first", "empty-last", "three-cuts-two-stages", "interleaved-needs-four",
-                      "more-stages-than-layers"])
+                      "more-stages-than-layers", "zero-bubble-fsdp-zero3"])
 def test_bad_pipeline_cut(tmp_path, data, monkeypatch, capsys, overrides, nproc, fragment):
     model = [] if overrides == ["parallel.pp=4"] else FOUR_LAYERS
     line = one_line_error_before_any_group([*TINY, *model, f"data.dir={data}", f"train.runs_dir={tmp_path}",
                                             *overrides], tmp_path, monkeypatch, capsys, world_size=nproc)
     assert fragment in line and line.startswith("launch/train.py: "), line
-    assert "parallel.pp_layers" in line or "parallel.pp=" in line   # named as the config spells it
+    assert "parallel.pp_layers" in line or "parallel.pp" in line   # named as the config spells it
 
 
 def test_bad_pipeline_cut_from_the_command_line(tmp_path, data):

@@ -30,6 +30,15 @@ LAYOUTS = {
     # ZeRO-1: whole gradients accumulate over the micro-batches and are reduced once, in both engines
     "zero1_tp": (4, ["parallel.zero_stage=1", "parallel.tp=2"], "fsdp over dp=2,tp=2,pp=1,zero=1", {}),
     "zero1_pp": (4, ["parallel.zero_stage=1", "parallel.pp=2"], "fsdp over dp=2,tp=1,pp=2,zero=1", {}),
+    # weight gradients apart from input gradients, so reduced once at the end (stage 3 is refused)
+    "zero2_pp_zero_bubble": (4, ["parallel.zero_stage=2", "parallel.pp=2", "parallel.pp_schedule=zero_bubble",
+                                 "parallel.vpp=2"], "fsdp over dp=2,tp=1,pp=2,zero=2,mb=2,recompute=none,"
+                                                    "schedule=zero_bubble", {}),
+    "fsdp_pp_interleaved": (4, [*FSDP, "parallel.pp=2", "parallel.pp_schedule=interleaved", "parallel.vpp=2"],
+                            "fsdp over dp=2,tp=1,pp=2,zero=3,mb=2,recompute=none,schedule=interleaved", {}),
+    "zero2_pp_interleaved": (4, ["parallel.zero_stage=2", "parallel.pp=2", "parallel.pp_schedule=interleaved",
+                                 "parallel.vpp=2"], "fsdp over dp=2,tp=1,pp=2,zero=2,mb=2,recompute=none,"
+                                                    "schedule=interleaved", {}),
     "pp_uneven": (2, ["parallel.pp=2", "parallel.pp_layers=[1,3]"],
                   "ddp over dp=1,tp=1,pp=2,zero=0,mb=2,recompute=none,schedule=1f1b,pp_layers=1:3",
                   {"pp_layers": [1, 3]}),

@@ -55,7 +55,8 @@ def resolve_layout(cfg: Config, world_size: int) -> tuple[Layout, str]:
     problems += layout.problems(world_size, model.n_heads, model.kv_heads, model.n_layers, model.ffn,
                                 backend=backend, global_batch=None if problems else cfg.global_batch,
                                 seq_len=model.seq_len, key=KEY)
-    problems += trainer_refusals(backend, par.tp, par.pp, model.tie_embeddings, par.cpu_offload, key=KEY, cp=par.cp)
+    problems += trainer_refusals(backend, par.tp, par.pp, model.tie_embeddings, par.cpu_offload, key=KEY, cp=par.cp,
+                                 zero_stage=zero, schedule=par.pp_schedule)
     if problems:
         raise UserError("layout does not fit: " + "; ".join(problems))
     return layout, backend

@@ -90,10 +90,12 @@ class LayoutArrays:
 
     def trainer_refusals(self, tie_embeddings: bool) -> np.ndarray:
         """Per candidate, why this project's trainer would not run it ('' where it would): the rule
-        of `parallel.layout.trainer_refusals`, asked once per distinct (backend, tp, pp, cp) it reads."""
-        keys = np.stack([self.backend, self.tp, self.pp, self.cp], axis=1).reshape(-1, 4)
+        of `parallel.layout.trainer_refusals`, asked once per distinct (backend, tp, pp, cp, zero, schedule)
+        it reads."""
+        keys = np.stack([self.backend, self.tp, self.pp, self.cp, self.zero, self.schedule], axis=1).reshape(-1, 6)
         distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
         answers = np.array(["; ".join(trainer_refusals(BACKENDS[int(b)], int(tp), int(pp), tie_embeddings,
-                                                       cp=int(cp)))
-                            for b, tp, pp, cp in distinct], dtype=object)
+                                                       cp=int(cp), zero_stage=int(zero),
+                                                       schedule=SCHEDULES[int(schedule)]))
+                            for b, tp, pp, cp, zero, schedule in distinct], dtype=object)
         return answers[inverse.reshape(-1)]
