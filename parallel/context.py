@@ -106,7 +106,7 @@ class ContextParallel:
 
     def gather_keys_values(self, k_BKTH: torch.Tensor, v_BKTH: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the whole sequence, in sequence order: one all-gather of both, then the
-        chunks put back in place. What attention saves for backward is this one (2, B, K, T, H) tensor."""
+        chunks put back in place. What attention saves for backward is this one (T, 2, B, K, H) tensor."""
         kv_TXBKH = torch.stack((k_BKTH, v_BKTH)).movedim(3, 0)
         gathered = _GatherSequence.apply(kv_TXBKH, self.group)
         chunks = gathered.unflatten(0, (2 * self.size, -1))
@@ -118,7 +118,8 @@ class ContextParallel:
 class ContextAttentionCore(nn.Module):
     """softmax(QKᵀ·scale)·V for this rank's queries against the whole sequence's keys and values.
     Each local chunk j sees the sequence's first j + 1 chunks, causally aligned at its end (the
-    lower-right causal mask, which fused kernels run without a materialized mask)."""
+    lower-right causal mask, which GPU flash kernels run without materializing it; on CPU it is a
+    chunk × prefix float mask)."""
 
     def __init__(self, scale: float | None, context: ContextParallel):
         super().__init__()
