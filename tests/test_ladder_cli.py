@@ -107,10 +107,15 @@ def test_run_skips_finished_runs_and_leaves_out_a_diverged_one(capsys, ladder_di
     assert main(["ladder", "run", str(ladder_dir), "--local"]) == 0
     captured = capsys.readouterr()
     assert trained == [runs[7]["name"], runs[8]["name"]]               # the unfinished ones only
+    # The exponents' plausible range and prior, weighed against the design's --noise 0.02 (priors.py).
+    assert ("exponents: alpha, beta in [0.05, 1], prior normal around (0.343, 0.325), sd 0.15 (Hoffmann et al. "
+            "2022, Besiroglu et al. 2024), weighed against 2 % run noise") in captured.out
     diverged = [line for line in captured.err.splitlines() if "diverged" in line]
     assert len(diverged) == 1 and runs[6]["name"] in diverged[0]
     report = json.loads((ladder_dir / "report.json").read_text())
     assert runs[6]["name"] not in report["runs_used"] and len(report["runs_used"]) == 8
+    assert report["prior"]["bounds"] == [0.05, 1.0]
+    assert all(0.05 <= report["fit"]["params"][name] <= 1.0 for name in ("alpha", "beta"))
     assert load_config(report["next_run"]["config"]).train.name == "next"
     low, high = report["next_run"]["loss_interval"]
     assert low <= report["next_run"]["predicted_loss"] <= high

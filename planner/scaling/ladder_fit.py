@@ -73,7 +73,6 @@ def fit_rungs(kept: list[tuple[dict, float]], target: float, unique_tokens: Opti
                 loss=np.array([loss for _, loss in kept]), source=source)
     prior = ExponentPrior(noise=stated_noise)
     fit = fit_under_prior(runs, prior, OBJECTIVE)
-    boot = bootstrap_under_prior(runs, fit, prior, OBJECTIVE, BOOTSTRAP_RESAMPLES, target, CONFIDENCE)
     allocation = allocate(fit.law, target, None if data_sources else unique_tokens, data_sources)
     if not (math.isfinite(allocation.N) and allocation.N > 0):
         raise UserError(f"the fitted law gives no finite optimum at {target:.3g} FLOPs (alpha {fit.law.alpha:.3g}, "
@@ -83,6 +82,8 @@ def fit_rungs(kept: list[tuple[dict, float]], target: float, unique_tokens: Opti
     # the fit's residual spread alone leaves out what the law's form misses at these sizes.
     loo = leave_one_out_under_prior(runs, fit, prior, OBJECTIVE)
     spread = max(noise, prediction_error(loo)) if np.isfinite(prediction_error(loo)) else noise
+    # The laws the interval draws are refitted to losses redrawn with that same noise (prior_fit.py: why).
+    boot = bootstrap_under_prior(runs, fit, prior, OBJECTIVE, spread, BOOTSTRAP_RESAMPLES, target, CONFIDENCE)
     return LadderFit(runs=runs, fit=fit, boot=boot, allocation=allocation, noise=noise, loo=loo, spread=spread,
                      prior=prior)
 

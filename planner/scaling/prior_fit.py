@@ -1,11 +1,13 @@
 """Fits under the exponent prior (`priors.py`) in the shapes the rest of the planner reads: a
 FitResult, a BootstrapResult and leave-one-out errors.
 
-The bootstrap here is Rubin's (1981) Bayesian bootstrap: each resample keeps every run, weighted by
-n x Dirichlet(1, ..., 1), where the ordinary bootstrap draws counts. With a ladder's 9 runs and 5
-parameters an ordinary resample leaves out a third of the runs on average and can keep only 5, which
-the law then passes through exactly: its laws are fits to a smaller, different design (the longest
-runs gone, say), not the spread of fits to this one.
+The bootstrap here is parametric: every run's loss is redrawn around the fitted law with log-normal
+noise and the law refitted, as the ladder's design is scored. With a ladder's 9 runs and 5 parameters
+the other two kinds miss. Resampling runs leaves out a third of them on average and can keep only 5,
+which the law passes through exactly: its laws are fits to other, smaller designs, and its intervals
+are too wide. Reweighting them (Rubin's Bayesian bootstrap) keeps every run, but its spread comes from
+the fit's residuals, which 5 parameters on 9 runs shrink: on synthetic ladders at 2 % noise its 90 %
+intervals held the next run's loss in only 80-85 % of them (tests/test_ladder_prior.py).
 """
 from __future__ import annotations
 
@@ -55,15 +57,18 @@ def fit_under_prior(runs: Runs, prior: ExponentPrior, objective: Objective) -> F
                      n_runs=len(runs))
 
 
-def bootstrap_under_prior(runs: Runs, fit: FitResult, prior: ExponentPrior, objective: Objective,
+def bootstrap_under_prior(runs: Runs, fit: FitResult, prior: ExponentPrior, objective: Objective, noise: float,
                           n_resamples: int, budget: float, confidence: float, seed: int = 0) -> BootstrapResult:
-    """The Bayesian bootstrap of the fit under the prior, each resample warm-started from the fit's
-    distinct optima; N_opt, D_opt and the loss at `budget` from each resample's law."""
+    """The parametric bootstrap of the fit under the prior: `n_resamples` sets of the runs' losses drawn
+    as the fitted law's times log-normal `noise`, each refitted from the fit's distinct optima; N_opt,
+    D_opt and the loss at `budget` from each refitted law."""
     if n_resamples < 2:
         raise UserError(f"the bootstrap needs at least 2 resamples, got {n_resamples}")
-    weights = len(runs) * np.random.default_rng(seed).dirichlet(np.ones(len(runs)), n_resamples)
+    log_N, log_D, _ = _logs(runs)
+    centre = np.log(fit.law.predict(runs.N, runs.D))
+    drawn = centre + np.random.default_rng(seed).normal(0.0, noise, (n_resamples, len(runs)))
     starts = np.array([o.theta for o in fit.optima[:2]])
-    best, _ = fit_many_with_prior(*_logs(runs), prior, objective, starts=starts, weights=weights, search=False)
+    best, _ = fit_many_with_prior(log_N, log_D, drawn, prior, objective, starts=starts, search=False)
     laws = [law_from_theta(theta) for theta in best.theta[np.isfinite(best.objective)]]
     laws = [law for law in laws if all(np.isfinite(v) and v > 0 for v in law.params().values())]
     if len(laws) < 2:
