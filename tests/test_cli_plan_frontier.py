@@ -101,6 +101,8 @@ def test_search_tries_context_parallelism_for_long_sequences():
     assert set(layouts.cp.tolist()) == {1, 2, 4, 8, 16}
     assert np.all(layouts.dp * layouts.cp * layouts.tp * layouts.pp == 64)
     assert np.all(long_spec.seq_len % (2 * layouts.cp) == 0)
+    sp = layouts.sp.astype(bool)   # SP is weighed both ways: lean (memory) or gathered (one all-gather fewer)
+    assert np.any(sp & layouts.lean_sp) and np.any(sp & ~layouts.lean_sp) and np.all(layouts.lean_sp[~sp])
     short, _ = enumerate_layouts(PlanInputs(spec_for_params(8e9, "llama", 8192, 32000), CATALOG["h100-sxm"], 64, 64))
     assert set(short.cp.tolist()) == {1}
 

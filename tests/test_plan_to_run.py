@@ -60,6 +60,7 @@ def test_first_ranked_70b_layout_runs_scaled_down(tmp_path, capsys):
     vpp = top["vpp"]
     wanted = (f"dp={dp},tp={tp},pp={pp},cp={cp},zero={top['zero_stage']},mb={top['micro_batch']},"
               f"recompute={top['recompute']},sp={str(top['sequence_parallel']).lower()},"
+              f"lean_sp={str(top['lean_sp']).lower()},"
               f"schedule={top['schedule']},vpp={vpp}")
     base = tiny_base(tmp_path, n_layers=pp * vpp)
     emit_and_train(tmp_path, capsys, base, wanted, top["backend"])

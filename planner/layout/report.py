@@ -150,7 +150,7 @@ def render(result: PlanResult, top: int = 10, console: Console | None = None,
         table.add_row(
             str(rank), str(layout.dp), str(layout.cp), str(layout.tp), str(layout.pp), str(layout.zero_stage),
             x.backend_name(i) + ("" if result.runnable[i] else "*"), str(layout.micro_batch), layout.recompute,
-            ("lean" if layout.lean_sp else "yes") if layout.sequence_parallel else "-", sched, gib(m["rule24"][i]), gib(m["detailed"][i]),
+            ("lean" if layout.lean_sp else "gathered") if layout.sequence_parallel else "-", sched, gib(m["rule24"][i]), gib(m["detailed"][i]),
             ("✓" if m["fits_rule24"][i] else "✗") + "/" + ("✓" if m["fits_detailed"][i] else "✗"),
             f"{c['step_time_s'][i]:.2f}", f"{c['tokens_per_s'][i]:,.0f}", f"{100 * c['mfu'][i]:.1f}%",
             f"{100 * c['bubble_fraction'][i]:.0f}%", f"{100 * c['comm_fraction'][i]:.0f}%")

@@ -113,23 +113,24 @@ def enumerate_layouts(inputs: PlanInputs) -> tuple[LayoutArrays, Counter]:
             local = inputs.global_batch // dp
             schedules = [(1, 1)] if pp == 1 else [(0, 1), (1, 1)] + [
                 (2, v) for v in VPP_CHOICES if spec.n_layers % (pp * v) == 0]
-            sps = (False, True) if tp > 1 else (False,)
+            # SP lean (memory) or keeping the gathered input (one all-gather fewer): both weighed
+            sps = ((False, True), (True, True), (True, False)) if tp > 1 else ((False, True),)
             zeros = stages if dp * cp > 1 else (0,) if 0 in stages else stages[:1]
             backends = {zero: BACKENDS.index(backend_for(inputs.backend, zero, tp > 1 or pp > 1 or cp > 1))
                         for zero in zeros}
             for mb in _micro_batches(local):
                 n_micro = local // mb
-                for (schedule, vpp), zero, recompute, sp in itertools.product(schedules, zeros, recomputes, sps):
+                for (schedule, vpp), zero, recompute, (sp, lean) in itertools.product(schedules, zeros, recomputes, sps):
                     if micro_batch_problem(pp, SCHEDULES[schedule], n_micro):
                         rejected[MICRO_BATCH_RULE] += 1
                         continue
-                    rows.append((dp, tp, pp, zero, mb, recompute, sp, schedule, vpp, backends[zero], cp))
-    names = ("dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp", "backend", "cp")
+                    rows.append((dp, tp, pp, zero, mb, recompute, sp, schedule, vpp, backends[zero], cp, lean))
+    names = ("dp", "tp", "pp", "zero", "mb", "recompute", "sp", "schedule", "vpp", "backend", "cp", "lean_sp")
     if not rows:
         return LayoutArrays.from_columns(**{k: [] for k in names}), rejected
     table = np.array(rows, dtype=np.int64)
     columns = {name: table[:, i] for i, name in enumerate(names)}
-    columns["sp"] = columns["sp"].astype(bool)
+    columns["sp"], columns["lean_sp"] = columns["sp"].astype(bool), columns["lean_sp"].astype(bool)
     return LayoutArrays.from_columns(**columns), rejected
 
 
