@@ -9,7 +9,7 @@ NPROC  ?= 2
 # multi-process cases wait on start-up and rendezvous, so two workers keep 2 cores busy.
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test bench clean ladder
+.PHONY: setup demo test bench clean ladder gpu-check
 
 $(STAMP): requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/checkpoint_save.py
 	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python bench/fit_speed.py
+
+# Everything a GPU machine should measure, in one call and one table (under 8 minutes on one H100 or
+# H200): pytest -m gpu, bench/gpu_mfu.py (our compiled bf16 step against an eager minimal loop, MFU)
+# and bench/memory_forecast.py, each beside the planner's forecast of the same config.
+# GPU_CHECK_DRY=1 make gpu-check runs the same parts on the CPU with tiny models, so CI knows they start.
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) runs data *.egg-info

@@ -50,11 +50,12 @@ CONFIG = REPO / "configs" / "llama-1b.yaml"
 # One micro-batch of 4 × 2048 tokens per step; warm-up short enough that the loss moves in the run.
 RUN = ["precision.dtype=bf16", "parallel.compile=true", "parallel.backend=ddp", "parallel.micro_batch=4",
        "train.global_batch=4", "train.global_batch_tokens=null", "optim.warmup_steps=2"]
-# The dry run: the same code on the CPU with a tiny model, uncompiled (inductor's CPU compile alone
-# takes minutes on a busy machine; tests/test_gpu.py compiles blocks on the GPU).
-DRY = ["train.device=cpu", "parallel.compile=false", "model.n_layers=2", "model.d_model=64", "model.n_heads=4", "model.n_kv_heads=2",
-       "model.ffn_hidden=192", "model.vocab_size=256", "model.seq_len=64", "parallel.micro_batch=2",
-       "train.global_batch=2", "optim.lr=3e-3"]
+# The dry runs (here and make gpu-check's): the llama-1b preset shrunk to a tiny model on the CPU.
+TINY_MODEL = ["train.device=cpu", "model.n_layers=2", "model.d_model=64", "model.n_heads=4", "model.n_kv_heads=2",
+              "model.ffn_hidden=192", "model.vocab_size=256", "model.seq_len=64"]
+# Uncompiled: inductor's CPU compile alone takes minutes on a busy machine (tests/test_gpu.py
+# compiles blocks on the GPU).
+DRY = [*TINY_MODEL, "parallel.compile=false", "parallel.micro_batch=2", "train.global_batch=2", "optim.lr=3e-3"]
 
 
 class Autocast(torch.nn.Module):
@@ -143,7 +144,8 @@ def _measure(cfg: Config, device: torch.device, pairs: int, steps: int, warmup: 
     peak = peak_flops(gpu, "bf16") if gpu else None
     per_token = flops_per_token(cfg.model.spec())
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-              "gpu": gpu.id if gpu else None, "peak_flops": peak, "params": n_params, "backend": backend, "compiled": cfg.parallel.compile,
+              "gpu": gpu.id if gpu else None, "peak_flops": peak, "params": n_params, "backend": backend,
+              "compiled": cfg.parallel.compile,
               "tokens_per_step": n_micro * batch * seq, "warmup_s": compile_s, "flops_per_token": per_token,
               "model": f"{cfg.model.arch} {cfg.model.n_layers} layers × {cfg.model.d_model}, seq {seq}"}
     for label in loops:

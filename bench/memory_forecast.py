@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -47,19 +48,23 @@ def synthetic_data(directory: Path, vocab_size: int, tokens: int = 2_000_000) ->
     return directory
 
 
-def measure(preset: str, backend: str, steps: int, scratch: Path) -> dict:
+def measure(preset: str, backend: str, steps: int, scratch: Path, extra: Sequence[str] = (),
+            timeout: float | None = None) -> dict:
+    """One run of `preset` under `backend` (`extra`: overrides after the bench's own, e.g. make
+    gpu-check's CPU dry run; `timeout`: seconds, then subprocess.TimeoutExpired)."""
     sys.path.insert(0, str(REPO))
     from trainer.config import load_config
 
-    cfg = load_config(REPO / "configs" / f"{preset}.yaml")
+    cfg = load_config(REPO / "configs" / f"{preset}.yaml", extra)
     data = synthetic_data(scratch / f"data-{cfg.model.vocab_size}", cfg.model.vocab_size)
     name = f"{preset}-{backend}"
     args = [sys.executable, str(REPO / "launch" / "train.py"), "--config", str(REPO / "configs" / f"{preset}.yaml"),
             f"data.dir={data}", f"train.runs_dir={scratch / 'runs'}", f"train.name={name}",
             f"train.steps={steps}", f"train.global_batch={2 * cfg.parallel.micro_batch}", "train.global_batch_tokens=null",
             "train.eval_every=1000000", "train.eval_batches=1", "train.sample_tokens=0", "log.every=1",
-            "log.progress=false", "log.tensorboard=false", "checkpoint.save_final=false", *BACKENDS[backend]]
-    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            "log.progress=false", "log.tensorboard=false", "checkpoint.save_final=false", *BACKENDS[backend], *extra]
+    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            timeout=timeout)
     if result.returncode != 0:
         return {"error": (result.stderr.strip().splitlines() or ["?"])[-1][:120]}
     run_dir = scratch / "runs" / name
@@ -70,7 +75,8 @@ def measure(preset: str, backend: str, steps: int, scratch: Path) -> dict:
     return {"peak": last["peak_mem_gib"], "states": last["model_states_gib"],
             # the forecast's reserve (CUDA context, fragmentation) is not in max_memory_allocated
             "forecast_peak": memory["detailed"] - reserve, "forecast_states": plan["model_states_gib"],
-            "tokens_per_s": last["tokens_per_s"], "mfu": last["mfu"]}
+            "tokens_per_s": last["tokens_per_s"], "mfu": last["mfu"],
+            "forecast_tokens_per_s": plan["layouts"][0]["tokens_per_s"], "forecast_mfu": plan["layouts"][0]["mfu"]}
 
 
 def main() -> int:
