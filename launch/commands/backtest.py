@@ -50,15 +50,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"fitted {len(result.fitted_budgets)} budgets up to {result.cut:.3g} FLOPs; forecast "
           f"{len(result.forecast_budgets)} budgets up to {max(result.forecast_budgets):.3g} "
           f"({payload['extrapolation']:.0f}x); {100 * result.confidence:.0f} % intervals")
-    print(f"{'method':>10}  {'N_opt err':>9}  {'loss err':>8}  {'N_opt cov':>9}  {'loss cov':>8}  {'covered':>9}  chosen")
+    print(f"{'method':>10}  {'N_opt err':>9}  {'loss err':>8}  {'N_opt cov':>9}  {'loss cov':>8}  {'covered':>9}  "
+          f"chosen")
     for score in result.scores:
         s = score.summary()
         N_err = "-" if s["N_opt_median_error"] is None else f"{100 * s['N_opt_median_error']:.1f} %"
         N_cov = "-" if s["N_opt_coverage"] is None else f"{sum(score.N_covered)}/{len(score.N_covered)}"
         print(f"{s['method']:>10}  {N_err:>9}  {100 * s['loss_mean_error']:>6.2f} %  {N_cov:>9}  "
               f"{sum(score.loss_covered):>3}/{len(score.loss_covered):<4}  {100 * s['coverage']:>7.0f} %  {s['chosen']}")
-    print("N_opt err: median |forecast / measured - 1| over the larger budgets whose sizes locate a minimum; "
-          "loss err: mean over the larger runs")
+    print("N_opt err: median |forecast / measured - 1| over the larger budgets whose sizes locate a "
+          "minimum; loss err: mean over the larger runs")
     for score in result.scores[-1:]:
         for row in score.rows:
             if row["kind"] == "N_opt":

@@ -74,7 +74,9 @@ def split_at(runs: Runs, cut_flops: Optional[float] = None, cut_fraction: Option
     below = int(np.sum((found <= cut_flops * (1 + 1e-9)) & (found >= floor)))
     above = int(np.sum(found > cut_flops * (1 + 1e-9)))
     if below < MIN_BUDGETS_SIDE or above < MIN_BUDGETS_SIDE:
-        raise UserError(f"a cut at {cut_flops:.3g} FLOPs leaves {below} budget(s) to fit and {above} to forecast; "
+        floor_text = f" at or above --min-flops {floor:.3g}" if floor > 0 else ""
+        raise UserError(f"a cut at {cut_flops:.3g} FLOPs leaves {below} budget(s){floor_text} to fit and {above} "
+                        f"to forecast; "
                         f"a backtest needs at least {MIN_BUDGETS_SIDE} on each side (budgets: "
                         f"{', '.join(f'{b:.2g}' for b in found)})")
     inside = label <= cut_flops * (1 + 1e-9)

@@ -20,7 +20,7 @@ from planner.scaling.law import FLOPS_PER_PARAM_TOKEN
 from planner.scaling.runs import Runs
 
 MIN_SIZES = 3        # a parabola needs three model sizes
-EDGE = 0.05          # a minimum may lie this fraction of the sampled log-N range beyond its edge (Approach 2 needs it inside)
+EDGE = 0.05          # a minimum may lie this fraction of the sampled log-N range past its edge (it must lie inside)
 PARABOLA_REACH = 1.5   # e-folds of N either side of the optimum that a slice typically samples
 E_FRACTIONS = np.linspace(0.0, 0.98, 25)   # L_opt's floor E, as a fraction of the lowest optimum loss
 

@@ -124,7 +124,8 @@ FORMS: dict[str, LawForm] = {form.name: form for form in (
     LawForm("chinchilla", ("log_E", "log_A", "log_B", "alpha", "beta"), (3, 4), _chinchilla, lambda t: t,
             "Hoffmann et al. 2022, eq. 2"),
     LawForm("tied", ("log_E", "log_A", "log_B", "eta"), (3,), _tied, _from_chinchilla_tied,
-            "one exponent for N and D (Hoffmann et al. 2022 Approaches 1-2: a ≈ b ≈ 0.5; Gadre et al. 2024, eq. 4)"),
+            "one exponent for N and D (Hoffmann et al. 2022 Approaches 1-2: a ≈ b ≈ 0.5; "
+            "Gadre et al. 2024, eq. 4)"),
     LawForm("kaplan", ("log_E", "log_Nc", "log_Dc", "alpha_N", "alpha_D"), (3, 4), _kaplan, _from_chinchilla_kaplan,
             "Kaplan et al. 2020, eq. 1.5, plus an irreducible loss E"),
 )}

@@ -49,7 +49,8 @@ def _summary(result, budget: float) -> dict:
     point, low, high = (float(N[k][0, 0]) for k in ("point", "low", "high"))
     to_D = budget / FLOPS_PER_PARAM_TOKEN
     return {"chosen": result.chosen_N[0], "chosen_loss": result.chosen_loss[0],
-            "N_opt": point, "N_opt_interval": [low, high], "D_opt": to_D / point, "D_opt_interval": [to_D / high, to_D / low],
+            "N_opt": point, "N_opt_interval": [low, high],
+            "D_opt": to_D / point, "D_opt_interval": [to_D / high, to_D / low],
             "loss": float(loss["point"][0, 0]), "loss_interval": [float(loss["low"][0, 0]), float(loss["high"][0, 0])],
             "interval_parts_log": {k: float(N[k][0, 0]) for k in ("bootstrap", "jackknife", "disagreement",
                                                                    "extrapolation")}}
