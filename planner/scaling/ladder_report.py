@@ -11,8 +11,13 @@ from planner.scaling.fit import FitResult, describe
 def write_markdown(path: Path, report: dict, fit: FitResult, boot: BootstrapResult) -> None:
     """report.md beside report.json, from the same dict."""
     nxt = report["next_run"]
-    lines = ["# Seed ladder report", "", "```", describe(fit), "```", "",
-             f"Runs used: {len(report['runs_used'])}; left out: {len(report['left_out'])}.", ""]
+    lines = ["# Seed ladder report", "", "```", describe(fit), "```", ""]
+    if "prior" in report:
+        prior = report["prior"]
+        lines += [f"Exponents: alpha, beta held to [{prior['bounds'][0]:g}, {prior['bounds'][1]:g}], with a normal prior "
+                  f"around ({prior['centre']['alpha']:g}, {prior['centre']['beta']:g}), sd {prior['width']:g} "
+                  f"({', '.join(prior['sources'])}; docs/scaling-laws.md).", ""]
+    lines += [f"Runs used: {len(report['runs_used'])}; left out: {len(report['left_out'])}.", ""]
     lines += [f"- {line}" for line in report["left_out"]]
     lines += ["", f"## At {report['target_flops']:.3g} FLOPs ({100 * boot.confidence:.0f} % bootstrap intervals)", "",
               "| quantity | low | high |", "| --- | --- | --- |"]
