@@ -18,6 +18,7 @@ from planner.errors import UserError
 from planner.scaling.budgets import budget_of
 from planner.scaling.law import FLOPS_PER_PARAM_TOKEN
 from planner.scaling.runs import Runs
+from planner.scaling.slices import Slices, build
 
 MIN_SIZES = 3        # a parabola needs three model sizes
 EDGE = 0.05          # a minimum may lie this fraction of the sampled log-N range past its edge (it must lie inside)
@@ -73,20 +74,15 @@ class IsoflopFit:
     loss_opt: np.ndarray
     warnings: list[str] = field(default_factory=list)
     runs: Optional[Runs] = None
-    fitted: Optional[np.ndarray] = None      # each run's loss on its budget's parabola (nan: unused)
+    fitted: Optional[np.ndarray] = None      # each slice point's loss on its parabola (nan: unused)
     residuals: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    budget_weights: Optional[np.ndarray] = None
+    slices: Optional[Slices] = None
+    points: Optional[np.ndarray] = None      # each slice point's loss
 
     def to_json(self) -> dict:
         return dict(self.law.to_json(), budgets=[{"C": float(c), "N_opt": float(n), "loss_opt": float(l)}
                                                  for c, n, l in zip(self.budgets, self.N_opt, self.loss_opt)],
                     warnings=list(self.warnings))
-
-
-def _groups(runs: Runs) -> tuple[np.ndarray, list[np.ndarray]]:
-    label = budget_of(runs)
-    found = np.unique(label)
-    return found, [np.flatnonzero(label == b) for b in found]
 
 
 def parabola_minima(log_N: np.ndarray, Y: np.ndarray, groups: list[np.ndarray]):
@@ -151,53 +147,38 @@ def laws_from_minima(log_C: np.ndarray, x_min, y_min, curv, valid, weights: Opti
                       p=np.nan_to_num(p), q=np.where(np.isfinite(q), q, np.log(np.nanmedian(np.abs(curv)) + 1e-12)))
 
 
-def fit_isoflop(runs: Runs, budget_weights: Optional[dict] = None) -> IsoflopFit:
-    """Approach 2 on a runs table; budgets with fewer than 3 sizes or no interior minimum are
-    skipped with a warning, and an error is raised when fewer than 2 budgets are left."""
-    found, groups = _groups(runs)
-    log_N = np.log(runs.N)
-    x_min, y_min, curv, valid, fitted = parabola_minima(log_N, runs.loss[None, :], groups)
-    warnings = []
-    for b, index, ok in zip(found, groups, valid[0]):
-        if not ok:
-            sizes = len(np.unique(np.round(log_N[index], 9)))
-            why = (f"has {sizes} model size(s); a parabola needs {MIN_SIZES}" if sizes < MIN_SIZES
-                   else "has no minimum inside its sizes (the sizes do not bracket the optimum)")
-            warnings.append(f"isoFLOP: budget {b:.3g} FLOPs {why}: skipped")
+def fit_isoflop(runs: Runs) -> IsoflopFit:
+    """Approach 2 on a runs table, through its slices (slices.py); levels whose sizes do not bracket
+    a minimum are skipped with a warning, and fewer than 2 left is an error."""
+    slices = build(runs.N, runs.D, budget_of(runs), runs.budget is not None)
+    log_N = np.log(slices.N)
+    points = np.exp(slices.log_loss(np.log(runs.loss)[None, :]))
+    x_min, y_min, curv, valid, fitted = parabola_minima(log_N, points, slices.groups)
+    warnings = [f"isoFLOP: the sizes at {level:.3g} FLOPs do not bracket the loss minimum: skipped"
+                for level, ok in zip(slices.levels, valid[0]) if not ok]
     if valid.sum() < 2:
         raise UserError(f"isoFLOP: {int(valid.sum())} budget(s) locate an optimum; Approach 2 needs at least 2 "
                         f"budgets with {MIN_SIZES}+ model sizes that bracket the minimum")
-    weights = None if budget_weights is None else np.array([[budget_weights.get(float(b), 1.0) for b in found]])
-    law = laws_from_minima(np.log(found), x_min, y_min, curv, valid, weights)
+    law = laws_from_minima(np.log(slices.levels), x_min, y_min, curv, valid)
     keep = valid[0]
     residuals = []
     for k in np.flatnonzero(keep):
-        n = len(groups[k])
+        members = slices.groups[k]
+        n = len(members)
         if n > MIN_SIZES:   # a 3-size parabola fits exactly: no residual to learn the noise from
-            residuals.append((runs.loss[groups[k]] - fitted[0, groups[k]]) * np.sqrt(n / (n - MIN_SIZES)))
-    return IsoflopFit(law=law, budgets=found[keep], N_opt=np.exp(x_min[0, keep]), loss_opt=y_min[0, keep],
+            residuals.append((points[0, members] - fitted[0, members]) * np.sqrt(n / (n - MIN_SIZES)))
+    return IsoflopFit(law=law, budgets=slices.levels[keep], N_opt=np.exp(x_min[0, keep]), loss_opt=y_min[0, keep],
                       warnings=warnings, runs=runs, fitted=fitted[0],
-                      residuals=np.concatenate(residuals) if residuals else np.zeros(0),
-                      budget_weights=None if weights is None else weights[0])
+                      residuals=np.concatenate(residuals) if residuals else np.zeros(0), slices=slices,
+                      points=points[0])
 
 
 def bootstrap_isoflop(fit: IsoflopFit, n_resamples: int, seed: int = 0) -> IsoflopLaw:
-    """R = n_resamples laws refitted on losses = the parabolas' fitted values + resampled residuals."""
-    runs = fit.runs
-    found, groups = _groups(runs)
+    """R = n_resamples laws refitted on slice losses = the parabolas' fitted values + resampled residuals."""
+    slices = fit.slices
     rng = np.random.default_rng(seed)
-    base = np.where(np.isfinite(fit.fitted), fit.fitted, runs.loss)
-    noise = (rng.choice(fit.residuals, size=(n_resamples, len(runs))) if len(fit.residuals)
-             else np.zeros((n_resamples, len(runs))))
-    x_min, y_min, curv, valid, _ = parabola_minima(np.log(runs.N), base[None, :] + noise, groups)
-    weights = None if fit.budget_weights is None else fit.budget_weights[None, :]
-    return laws_from_minima(np.log(found), x_min, y_min, curv, valid, weights)
-
-
-def measured_optima(runs: Runs) -> dict[float, tuple[float, float]]:
-    """Each budget's own optimum (N_opt, L_opt) where its parabola locates one: the truth a
-    backtest holds forecasts to."""
-    found, groups = _groups(runs)
-    x_min, y_min, _, valid, _ = parabola_minima(np.log(runs.N), runs.loss[None, :], groups)
-    return {float(b): (float(np.exp(x_min[0, k])), float(y_min[0, k]))
-            for k, b in enumerate(found) if valid[0, k]}
+    base = np.where(np.isfinite(fit.fitted), fit.fitted, fit.points)
+    noise = (rng.choice(fit.residuals, size=(n_resamples, len(base))) if len(fit.residuals)
+             else np.zeros((n_resamples, len(base))))
+    x_min, y_min, curv, valid, _ = parabola_minima(np.log(slices.N), base[None, :] + noise, slices.groups)
+    return laws_from_minima(np.log(slices.levels), x_min, y_min, curv, valid)
