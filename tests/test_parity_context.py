@@ -18,20 +18,24 @@ STEPS = 10
 SHARP = ["model.n_layers=4", "model.init_std=0.2"]
 MODELS = {"gpt": SHARP, "llama": [*SHARP, "model.arch=llama", "model.n_heads=4", "model.n_kv_heads=2"]}
 
+# Fewer, larger micro-batches where TP's DTensors make each one slow: the same global batch, and the
+# same validation windows (eval_batches × micro_batch of them) as the reference's 2 × 2.
+LARGER = ["parallel.micro_batch=4", "train.eval_batches=1"]
+
 # (model, ranks, overrides, what the run announces)
 LAYOUTS = {
     "cp": ("gpt", 2, ["parallel.cp=2"], "ddp over dp=1,tp=1,pp=1,zero=0,mb=2,recompute=none,cp=2"),
     "cp_llama": ("llama", 2, ["parallel.cp=2"], "ddp over dp=1,tp=1,pp=1,zero=0,mb=2,recompute=none,cp=2"),
     "dp_cp": ("llama", 4, ["parallel.cp=2"], "ddp over dp=2,tp=1,pp=1,zero=0,mb=2,recompute=none,cp=2"),
-    "tp_cp": ("llama", 4, ["parallel.cp=2", "parallel.tp=2", "parallel.sequence_parallel=true"],
-              "ddp over dp=1,tp=2,pp=1,zero=0,mb=2,recompute=none,sp=true,cp=2"),
-    "fsdp_tp_cp": ("llama", 8, ["parallel.backend=fsdp", "parallel.cp=2", "parallel.tp=2"],
-                   "fsdp over dp=2,tp=2,pp=1,zero=3,mb=2,recompute=none,sp=false,cp=2"),
+    "tp_cp": ("llama", 4, ["parallel.cp=2", "parallel.tp=2", "parallel.sequence_parallel=true", *LARGER],
+              "ddp over dp=1,tp=2,pp=1,zero=0,mb=4,recompute=none,sp=true,cp=2"),
+    "fsdp_tp_cp": ("llama", 8, ["parallel.backend=fsdp", "parallel.cp=2", "parallel.tp=2", *LARGER],
+                   "fsdp over dp=2,tp=2,pp=1,zero=3,mb=4,recompute=none,sp=false,cp=2"),
     "pp_cp": ("gpt", 4, ["parallel.cp=2", "parallel.pp=2", "parallel.recompute=selective"],
               "ddp over dp=1,tp=1,pp=2,zero=0,mb=2,recompute=selective,schedule=1f1b,cp=2"),
     # what the planner emits for long sequences: FSDP sharded over the cp ranks, with TP and PP
-    "fsdp_tp_pp_cp": ("llama", 8, ["parallel.backend=fsdp", "parallel.cp=2", "parallel.tp=2", "parallel.pp=2"],
-                      "fsdp over dp=1,tp=2,pp=2,zero=3"),
+    "fsdp_tp_pp_cp": ("llama", 8, ["parallel.backend=fsdp", "parallel.cp=2", "parallel.tp=2", "parallel.pp=2", *LARGER],
+                      "fsdp over dp=1,tp=2,pp=2,zero=3,mb=4"),
 }
 
 
