@@ -19,7 +19,8 @@ def data(tmp_path_factory):
     # DeepSpeed's engine runs data parallelism only
     (["parallel.backend=deepspeed", "parallel.zero_stage=2", "parallel.cp=2"], 2,
      "backend=deepspeed runs data parallelism only, not parallel.cp=2"),
-    (["parallel.cp=2", "parallel.tp=2"], 2, "parallel.cp 2 × parallel.tp 2 × parallel.pp 1 does not divide the 2 ranks"),
+    (["parallel.cp=2", "parallel.tp=2"], 2,
+     "parallel.cp 2 × parallel.tp 2 × parallel.pp 1 does not divide the 2 ranks"),
 ], ids=["seq_len_30", "cp3_seq_len_32", "deepspeed", "world_too_small"])
 def test_bad_context_layout(tmp_path, data, monkeypatch, capsys, overrides, nproc, fragment):
     line = one_line_error_before_any_group([*TINY, f"data.dir={data}", f"train.runs_dir={tmp_path}", *overrides],
