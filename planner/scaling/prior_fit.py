@@ -7,7 +7,7 @@ the other two kinds miss. Resampling runs leaves out a third of them on average 
 which the law passes through exactly: its laws are fits to other, smaller designs, and its intervals
 are too wide. Reweighting them (Rubin's Bayesian bootstrap) keeps every run, but its spread comes from
 the fit's residuals, which 5 parameters on 9 runs shrink: on synthetic ladders at 2 % noise its 90 %
-intervals held the next run's loss in only 80-85 % of them (tests/test_ladder_prior.py).
+intervals held the next run's loss in only 80-85 % of them (docs/scaling-laws.md has the figures).
 """
 from __future__ import annotations
 
