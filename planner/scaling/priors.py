@@ -84,7 +84,9 @@ class ExponentPrior:
 
 @dataclass(frozen=True)
 class PriorFit(BatchFit):
-    iterations: np.ndarray   # (R,) damped Newton steps tried
+    """A batch of fits under the prior, with the steps each took."""
+
+    iterations: np.ndarray   # (R,)
 
 
 def objective_with_prior(theta: np.ndarray, logs: tuple, weights: np.ndarray, objective: Objective,
@@ -104,11 +106,11 @@ def objective_with_prior(theta: np.ndarray, logs: tuple, weights: np.ndarray, ob
 def pinned(theta: np.ndarray, gradient: np.ndarray, floor: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     """(R, 5): parameters on a bound with the gradient pushing them past it (held there)."""
     low, high = bounds
-    pinned = np.zeros_like(theta, dtype=bool)
-    pinned[:, 0] = (theta[:, 0] <= floor * (1 + 1e-9)) & (gradient[:, 0] > 0)
+    held = np.zeros_like(theta, dtype=bool)
+    held[:, 0] = (theta[:, 0] <= floor * (1 + 1e-9)) & (gradient[:, 0] > 0)
     for k in EXPONENTS:
-        pinned[:, k] = ((theta[:, k] <= low) & (gradient[:, k] > 0)) | ((theta[:, k] >= high) & (gradient[:, k] < 0))
-    return pinned
+        held[:, k] = ((theta[:, k] <= low) & (gradient[:, k] > 0)) | ((theta[:, k] >= high) & (gradient[:, k] < 0))
+    return held
 
 
 def refine_with_prior(theta0: np.ndarray, log_N: np.ndarray, log_D: np.ndarray, log_loss: np.ndarray,
