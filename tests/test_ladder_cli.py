@@ -120,10 +120,15 @@ def test_run_skips_finished_runs_and_leaves_out_a_diverged_one(capsys, ladder_di
     low, high = report["next_run"]["loss_interval"]
     assert low <= report["next_run"]["predicted_loss"] <= high
     assert (ladder_dir / "report.md").is_file() and (ladder_dir / "plots" / "isoloss_frontier.png").is_file()
-    # A second run trains nothing more.
+    # A second run trains nothing more; a next run recorded for another plan is not set beside this
+    # forecast (nor retrained over its directory): one warning says so.
     trained.clear()
-    assert main(["ladder", "run", str(ladder_dir), "--local"]) == 0
+    record(ladder_dir, "next", 1e6, 1e6, 3.0)
+    assert main(["ladder", "run", str(ladder_dir), "--local", "--train-next"]) == 0
     assert trained == []
+    stale = [line for line in capsys.readouterr().err.splitlines() if "not the one planned now" in line]
+    assert len(stale) == 1 and "N 1M, D 1M" in stale[0]
+    assert json.loads((ladder_dir / "report.json").read_text())["next_run"]["measured_loss"] is None
 
 
 def test_too_few_usable_runs(capsys, ladder_dir) -> None:
