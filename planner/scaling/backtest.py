@@ -10,12 +10,15 @@ from typing import Optional
 
 import numpy as np
 
+from planner.errors import UserError
 from planner.scaling.budgets import budget_of, labelled, split_at
 from planner.scaling.candidates import REMEDIES, Design, evaluate
 from planner.scaling.deviation import DOWN_WEIGHT, warnings_for
 from planner.scaling.forecast import Forecast, forecast
 from planner.scaling.law_forms import FORMS
 from planner.scaling.runs import Runs
+
+MIN_FIT_RUNS = 8    # 5 parameters, and a refit without one budget still needs 7 (parameters + 2)
 
 
 def design_of(runs: Runs, named: bool) -> Design:
@@ -107,6 +110,9 @@ def backtest(runs: Runs, cut_flops: Optional[float] = None, cut_fraction: Option
              draws: int = 400, seed: int = 0) -> Backtest:
     named = runs.budget is not None
     fit_runs, test, cut = split_at(labelled(runs), cut_flops, cut_fraction, min_flops)
+    if len(fit_runs) < MIN_FIT_RUNS:
+        raise UserError(f"the cut at {cut:.3g} FLOPs leaves {len(fit_runs)} runs to fit; the law and its "
+                        f"leave-one-budget-out refits need at least {MIN_FIT_RUNS}")
     design = design_of(fit_runs, named)
     test_label = budget_of(test)
     truth_N = measured_optima(test, named)
