@@ -8,7 +8,9 @@
   buckets (`gradient_as_bucket_view=True`), so the buckets add nothing.
 - FSDP2 (`fully_shard`, mixed precision param_dtype=bf16, reduce_dtype=fp32): fp32 parameter,
   gradient and moment shards; ZeRO-3 all-gathers the current and the prefetched block in the compute
-  dtype, ZeRO-2 (`reshard_after_forward=False`) keeps the whole stage unsharded in the compute dtype.
+  dtype, ZeRO-2 (`reshard_after_forward=False`) keeps the whole stage unsharded in the compute dtype;
+  ZeRO-1 too, and it reduces gradients only on a step's last micro-batch, so whole fp32 gradients
+  of every held parameter accumulate until then (counted whole, the worst case).
 - DeepSpeed ZeRO (Rajbhandari et al. 2020), as DeepSpeed 0.19 allocates it under the trainer
   (measured on CPU through the trainer's own engine in tests/test_model_states_per_rank.py):
   weights in the compute dtype, fp32 master weights (a separate copy even in fp32) and moments
@@ -107,7 +109,7 @@ def detailed_model_states(held, shard, backend: np.ndarray, zero, precision: str
 
     fp32_states = {  # DDP and FSDP keep fp32 parameters, gradients and moments in every precision
         "params": 4 * held / np.where(fsdp, shard, 1.0),
-        "gradients": 4 * held / np.where(fsdp, shard, 1.0),
+        "gradients": 4 * held / np.where(fsdp & (zero >= 2), shard, 1.0),
         "optimizer": 8 * held / np.where(fsdp, shard, 1.0),
     }
     ddp_copies = (2 * cast_held) if mixed else np.zeros_like(held)
