@@ -101,5 +101,6 @@ def generate_sample(run: Run) -> str:
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
     run.model.eval()
     out = run.model.generate(torch.tensor([prompt], device=device), cfg.train.sample_tokens,
-                             temperature=cfg.train.sample_temperature, generator=generator)
+                             temperature=cfg.train.sample_temperature, generator=generator,
+                             pad_multiple=run.layout.tp if run.layout.sequence_parallel else 1)
     return tokenizer.decode(out[0].tolist())

@@ -136,14 +136,18 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx_BT: torch.Tensor, new_tokens: int, temperature: float = 0.8,
-                 top_k: int = 40, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample `new_tokens` continuations, cropping the context to the model's sequence length."""
+                 top_k: int = 40, generator: torch.Generator | None = None, pad_multiple: int = 1) -> torch.Tensor:
+        """Sample `new_tokens` continuations, cropping the context to the model's sequence length.
+        `pad_multiple`: the context is padded on the right to a multiple of it (sequence parallelism
+        splits the sequence over the TP ranks); causal attention keeps the padding out of the logits read."""
         for _ in range(new_tokens):
             context = idx_BT[:, -self.cfg.seq_len:]
+            length = context.shape[1]
+            context = F.pad(context, (0, -length % pad_multiple))
             logits_BTV = self(context)
             if hasattr(logits_BTV, "full_tensor"):   # split by vocabulary under tensor parallelism
                 logits_BTV = logits_BTV.full_tensor()
-            logits_BV = logits_BTV[:, -1, :].float() / temperature
+            logits_BV = logits_BTV[:, length - 1, :].float() / temperature
             if top_k:
                 kth = torch.topk(logits_BV, min(top_k, logits_BV.shape[-1])).values[:, -1:]
                 logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))
