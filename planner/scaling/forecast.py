@@ -162,7 +162,7 @@ def forecast(design: Design, candidates: dict[str, Candidate], minima, method: s
     result, chosen = {}, {}
     for quantity, key in (("N_opt", "error_N"), ("loss_opt", "error_loss"), ("loss", "error_loss")):
         # Approach 2 knows the loss near each budget's optimum only: away from it (the loss of an
-        # arbitrary run) it neither joins the default's blend nor widens the parametric interval.
+        # arbitrary run) it is neither a choice of the default nor a widening of the parametric interval.
         families = (("parametric", parametric), ("isoflop", iso if quantity != "loss" or method == "isoflop" else []))
         fams = {name: _family(design, candidates, minima, members, quantity, key, count, seed, targets, points)
                 for name, members in families if members}
