@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     runs = read_runs(args.runs, min_runs=None).without_highest_loss(args.drop_highest_loss)
     if len(runs) < 5:
         raise UserError(f"{args.runs}: {len(runs)} runs left; the 5-parameter law needs at least 5")
+    from planner.scaling.budgets import require_budgets
+
+    require_budgets(runs)   # before the grid: one budget cannot pin a law down, however it is fitted
     fit = fit_from_args(args, runs)
     budget = args.at_flops if args.at_flops is not None else DEFAULT_BUDGET_FACTOR * float(runs.C.max())
     if budget <= 0:
