@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Optional
 
+from planner.hardware import SOFTWARE
 from planner.scaling.grid import DEFAULT_SLICES, DEFAULT_STARTS, default_grid, load_grid
 from planner.scaling.law import PRESETS
 from planner.scaling.objectives import ASYMMETRIC_WEIGHT, HUBER_DELTA, OBJECTIVES, Objective
@@ -83,6 +84,10 @@ def add_layout_plan_arguments(parser: argparse.ArgumentParser) -> None:
                     "h100-pcie, h200, b200, l40s, a10, v100-32gb, or one from --gpu-catalog")
     hw.add_argument("--gpu-catalog", help="YAML file of extra GPUs ({id: {hbm_gib, peak_bf16_tflops, "
                     "intra_node_gbps, network_gbps, ...}})")
+    hw.add_argument("--software", choices=tuple(SOFTWARE), default="current",
+                    help="the training stack's sustained GEMM / attention efficiency on the GPU's generation: "
+                         "current (PyTorch-native: torchtitan, this trainer), 2023 (early Hopper kernels), "
+                         "nemo (NeMo / Megatron-Core with Transformer Engine, TP communication overlapped)")
     run = parser.add_argument_group("training")
     run.add_argument("--global-batch", type=int, help="sequences per optimizer step")
     run.add_argument("--global-batch-tokens", type=float,

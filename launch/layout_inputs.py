@@ -9,7 +9,7 @@ from typing import Optional
 from launch.arguments import layout_plan_defaults
 from parallel.layout import Layout
 from planner.errors import UserError
-from planner.hardware import get_gpu
+from planner.hardware import get_gpu, with_software
 from planner.layout.inputs import PlanInputs
 from planner.layout.memory import stage_memory
 from planner.layout.report import render, to_json
@@ -79,7 +79,8 @@ def build_inputs(args: argparse.Namespace, cfg=None, n_gpus: Optional[int] = Non
     if n_gpus > 1_000_000:
         raise UserError(f"--gpus {n_gpus} is more than this planner searches (1,000,000)")
     precision = args.precision or (cfg.precision.dtype if cfg is not None else "bf16")
-    return PlanInputs(spec=spec, gpu=get_gpu(args.gpu, args.gpu_catalog), n_gpus=n_gpus,
+    gpu = with_software(get_gpu(args.gpu, args.gpu_catalog), getattr(args, "software", "current"))
+    return PlanInputs(spec=spec, gpu=gpu, n_gpus=n_gpus,
                       global_batch=global_batch_from_args(args, spec, cfg),
                       gpus_per_node=min(args.gpus_per_node, n_gpus), precision=precision,
                       backend=args.backend, attention=args.attention,
