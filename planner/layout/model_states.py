@@ -10,7 +10,8 @@
   gradient and moment shards; ZeRO-3 all-gathers the current and the prefetched block in the compute
   dtype, ZeRO-2 (`reshard_after_forward=False`) keeps the whole stage unsharded in the compute dtype;
   ZeRO-1 too, and it reduces gradients only on a step's last micro-batch, so whole fp32 gradients
-  of every held parameter accumulate until then (counted whole, the worst case).
+  of every held parameter accumulate until then: a buffer (gone by the optimizer step, where the
+  gradients are shards), counted whole, the worst case.
 - DeepSpeed ZeRO (Rajbhandari et al. 2020), as DeepSpeed 0.19 allocates it under the trainer
   (measured on CPU through the trainer's own engine in tests/test_model_states_per_rank.py):
   weights in the compute dtype, fp32 master weights (a separate copy even in fp32) and moments
@@ -109,12 +110,12 @@ def detailed_model_states(held, shard, backend: np.ndarray, zero, precision: str
 
     fp32_states = {  # DDP and FSDP keep fp32 parameters, gradients and moments in every precision
         "params": 4 * held / np.where(fsdp, shard, 1.0),
-        "gradients": 4 * held / np.where(fsdp & (zero >= 2), shard, 1.0),
+        "gradients": 4 * held / np.where(fsdp, shard, 1.0),
         "optimizer": 8 * held / np.where(fsdp, shard, 1.0),
     }
     ddp_copies = (2 * cast_held) if mixed else np.zeros_like(held)
     fsdp_copies = np.where(zero >= 3, 0.0, c * held)            # ZeRO-2 style: unsharded all stage
-    fsdp_buffers = np.where(zero >= 3, 2 * layer_held * c, 0.0) + 4 * layer_held
+    fsdp_buffers = np.where(zero >= 3, 2 * layer_held * c, 0.0) + 4 * layer_held + np.where(zero == 1, 4 * held, 0.0)
 
     # ZeRO-1..3 keep the module's weights in the compute dtype (sharded at stage 3) and, even in
     # fp32, a separate fp32 master partition; gradients are reduced into a compute-dtype partition
