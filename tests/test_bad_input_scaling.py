@@ -10,6 +10,7 @@ import pytest
 
 from launch.cli import main
 from planner.scaling.law import CHINCHILLA
+from tests.test_cli_planner import one_line_error
 
 
 def table(path, budgets, sizes=5, named=True, drop=()):
@@ -24,15 +25,6 @@ def table(path, budgets, sizes=5, named=True, drop=()):
             rows.append(f"r,{N:.6g},{D:.6g},{6 * N * D:.6g}{budget},{CHINCHILLA.predict(N, D):.6f}")
     path.write_text("\n".join(rows) + "\n")
     return str(path)
-
-
-def one_line_error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    return err
 
 
 SIX = list(np.logspace(17, 19.5, 6))

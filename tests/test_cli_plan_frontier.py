@@ -18,6 +18,7 @@ from planner.layout.memory import PARTS, evaluate_memory, per_stage_breakdown, s
 from planner.layout.search import enumerate_layouts, evaluate, parse_layout
 from planner.model_spec import ModelSpec
 from planner.scaling.shape import spec_for_params
+from tests.test_cli_plan import fails
 from trainer.config import load_config
 
 BLOOM = ModelSpec(arch="gpt", n_layers=70, d_model=14336, n_heads=112, vocab_size=250880, seq_len=2048)
@@ -29,15 +30,6 @@ GPT3 = ["--arch", "gpt", "--layers", "96", "--hidden", "12288", "--heads", "96",
 def plan_json(capsys, *argv) -> list[dict]:
     assert main(["plan", *argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)["layouts"]
-
-
-def fails(capsys, *argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["plan", *argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("scaleplan plan: error:"), err
-    return err
 
 
 def test_bloom_plans_on_uneven_stages(capsys):

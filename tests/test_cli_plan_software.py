@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_cli_plan_frontier import fails, plan_json
+from tests.test_cli_plan import fails
+from tests.test_cli_plan_frontier import plan_json
 
 ONE_LAYOUT = ["--params", "7e10", "--gpus", "512", "--seq-len", "8192",
               "--layout", "dp=16,tp=8,pp=4,zero=1,mb=1,sp=true"]
