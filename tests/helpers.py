@@ -109,6 +109,18 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     return losses
 
 
+def assert_same_losses(run_dir: Path, single: dict[int, float], steps: int) -> None:
+    """Every step's training loss of the run in `run_dir` equals the single process's to 1e-5, and
+    the single process trained (its last loss below its first)."""
+    import pytest
+
+    losses = step_losses(run_dir)
+    assert sorted(losses) == sorted(single) == list(range(1, steps + 1))
+    for step in single:
+        assert losses[step] == pytest.approx(single[step], rel=1e-5), (step, losses[step], single[step])
+    assert single[steps] < single[1]
+
+
 class ReferenceRuns:
     """Single-process reference runs, each trained once per test session and keyed by (steps, extra):
     several test files compare their layouts against the same one. conftest.py installs one as

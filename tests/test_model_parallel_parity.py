@@ -4,7 +4,7 @@ each schedule, and their compositions with data parallelism and FSDP on 2, 4 and
 a single-process run of the same model, data and global batch to 1e-5 relative, over 10 steps (fp32)."""
 import pytest
 
-from tests.helpers import run_train, single_process_reference, step_losses
+from tests.helpers import assert_same_losses, run_train, single_process_reference
 
 pytestmark = pytest.mark.slow
 STEPS = 10
@@ -46,8 +46,4 @@ def test_parity(reference, layout):
     ranks, overrides, announced = LAYOUTS[layout]
     out = run_train([*common, *overrides, f"train.name={layout}"], nproc=ranks, timeout=600).stdout
     assert announced in out, out[-2000:]             # it ran the layout asked for
-    losses = step_losses(runs / layout)
-    assert sorted(losses) == sorted(single) == list(range(1, STEPS + 1))
-    for step in single:
-        assert losses[step] == pytest.approx(single[step], rel=1e-5), (step, losses[step], single[step])
-    assert single[STEPS] < single[1]   # it trained
+    assert_same_losses(runs / layout, single, STEPS)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.helpers import run_train, single_process_reference, step_losses
+from tests.helpers import assert_same_losses, run_train, single_process_reference
 
 pytestmark = pytest.mark.slow
 STEPS = 10
@@ -61,9 +61,5 @@ def test_parity(references, layout):
     common, single, runs = references[model]
     out = run_train([*common, *overrides, f"train.name={layout}"], nproc=ranks, timeout=600).stdout
     assert announced in out and "cp=2" in out, out[-2000:]   # it ran the layout asked for
-    losses = step_losses(runs / layout)
-    assert sorted(losses) == sorted(single) == list(range(1, STEPS + 1))
-    for step in single:
-        assert losses[step] == pytest.approx(single[step], rel=1e-5), (step, losses[step], single[step])
-    assert single[STEPS] < single[1]   # it trained
+    assert_same_losses(runs / layout, single, STEPS)
     assert final_val_loss(runs / layout) == pytest.approx(final_val_loss(runs / "single"), rel=1e-5)

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from tests.helpers import run_train, single_process_reference, step_losses
+from tests.helpers import assert_same_losses, run_train, single_process_reference
 
 pytestmark = pytest.mark.slow
 STEPS = 10
@@ -60,11 +60,7 @@ def test_parity(reference, layout):
     assert announced in out, out[-2000:]             # it ran the layout asked for
     written = yaml.safe_load((runs / layout / "config.yaml").read_text())["parallel"]
     assert {key: written[key] for key in settings} == settings
-    losses = step_losses(runs / layout)
-    assert sorted(losses) == sorted(single) == list(range(1, STEPS + 1))
-    for step in single:
-        assert losses[step] == pytest.approx(single[step], rel=1e-5), (step, losses[step], single[step])
-    assert single[STEPS] < single[1]   # it trained
+    assert_same_losses(runs / layout, single, STEPS)
     norms, single_norms = grad_norms(runs / layout), grad_norms(runs / "single")
     assert sorted(norms) == sorted(single_norms) and max(single_norms.values()) > 1.0   # clipping was at work
     for step in single_norms:
