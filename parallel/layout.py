@@ -1,6 +1,6 @@
 """The parallel layout and its rules: how ranks are split between data, context, tensor and
-pipeline parallelism, which backend runs which sharding stage, how the layers are cut into pipeline
-stages, and what must divide what.
+pipeline parallelism, which backend runs which sharding stage, and what must divide what (the cut
+of the layers into pipeline stages is parallel/stage_cut.py's).
 
 A plain dataclass with no torch import: the planner emits it, `parallel/` consumes it, and nothing
 else computes ranks. Every rule is written here once; the trainer (`trainer/run_layout.py`, reading a
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, Optional
+
+from parallel.stage_cut import stage_layer_counts
 
 Recompute = Literal["none", "selective", "full"]
 PipelineSchedule = Literal["gpipe", "1f1b", "interleaved", "zero_bubble"]
@@ -34,10 +36,6 @@ DEFAULT_STAGE = {"auto": 0, "ddp": 0, "fsdp": 3, "deepspeed": 2}   # a config th
 MICRO_BATCH_RULE = ("a pipeline of pp ranks needs at least pp micro-batches per step, "
                     "a multiple of pp under interleaved and zero_bubble")
 
-# Pipeline balance (Llama 3's and BLOOM's cuts): the embedding and the head each cost about one block,
-# so the first and last stages hold one block fewer when the layers allow it.
-EMBEDDING_BLOCKS = HEAD_BLOCKS = 1
-
 
 def backend_for(backend: str, zero_stage: int, model_parallel: bool = False) -> str:
     """The backend that runs `zero_stage`: a named one as is; `auto` picks DDP when nothing is
@@ -48,33 +46,6 @@ def backend_for(backend: str, zero_stage: int, model_parallel: bool = False) -> 
     if zero_stage == 0:
         return "ddp"
     return "fsdp" if zero_stage == 3 or model_parallel else "deepspeed"
-
-
-def stage_layer_counts(n_layers: int, n_stages: int, pp_layers: Optional[tuple[int, ...]] = None) -> tuple[int, ...]:
-    """Blocks per pipeline stage, in stage order: `pp_layers` as given; equal cuts where the layers
-    divide; else the row embedding, blocks, head (EMBEDDING_BLOCKS and HEAD_BLOCKS units) cut into
-    n_stages equal spans of cost (70 layers on 12 stages: 5, 6 × 10, 5; 126 on 16: 7, 8 × 14, 7).
-    When that would leave a stage without a block, the spare blocks are spread evenly instead."""
-    if pp_layers:
-        return tuple(pp_layers)
-    if n_layers % n_stages == 0:
-        return (n_layers // n_stages,) * n_stages
-    units = n_layers + EMBEDDING_BLOCKS + HEAD_BLOCKS
-    bounds = [k * units // n_stages for k in range(n_stages + 1)]   # floor: the first stage the lighter
-    blocks = range(EMBEDDING_BLOCKS, EMBEDDING_BLOCKS + n_layers)      # the units that are blocks
-    counts = [len(range(max(lo, blocks.start), min(hi, blocks.stop))) for lo, hi in zip(bounds, bounds[1:])]
-    if min(counts) >= 1:
-        return tuple(counts)
-    base, spare = divmod(n_layers, n_stages)
-    wider = {int((i + 0.5) * n_stages / spare) for i in range(spare)}
-    return tuple(base + (stage in wider) for stage in range(n_stages))
-
-
-def stage_layers(n_layers: int, n_stages: int, stage: int, pp_layers: Optional[tuple[int, ...]] = None) -> range:
-    """The indices of the blocks stage `stage` runs."""
-    counts = stage_layer_counts(n_layers, n_stages, pp_layers)
-    start = sum(counts[:stage])
-    return range(start, start + counts[stage])
 
 
 def stage_problem(backend: str, zero_stage: int, key: str = "") -> Optional[str]:

@@ -28,7 +28,7 @@ from torch.distributed.pipelining.schedules import (Schedule1F1B, ScheduleGPipe,
                                                     ScheduleInterleavedZeroBubble, _PipelineSchedule)
 
 from parallel.fsdp import sync_micro_batch
-from parallel.layout import stage_layers
+from parallel.stage_cut import stage_layers
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B, "interleaved": ScheduleInterleaved1F1B,
              "zero_bubble": ScheduleInterleavedZeroBubble}

@@ -1,6 +1,6 @@
 """The house's import direction, read from the AST of every module (nothing is imported to check):
 launch -> trainer -> parallel; planner is pure numpy/scipy and imports nothing of trainer, launch or
-parallel but the plain `parallel.layout` dataclass; planner.scaling and planner.layout do not import
+parallel but the plain `parallel.layout` dataclass and `parallel.stage_cut` (no torch in either); planner.scaling and planner.layout do not import
 each other; trainer/ never reads os.environ or sys.argv (launch/ hands it everything); fault injection
 (trainer.faults) is imported only by its callback (and tests, which are not checked here)."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ FORBIDDEN = {
     "parallel": ("trainer", "launch"),
     "trainer": ("launch",),
 }
-ALLOWED = {"planner": ("parallel.layout",)}   # exceptions to the prefix's rules
+ALLOWED = {"planner": ("parallel.layout", "parallel.stage_cut")}   # exceptions to the prefix's rules
 NO_ENVIRONMENT = ("trainer", "parallel", "planner")
 # modules that only these may import: drills stay out of the loop, the step and the engines
 ONLY_IMPORTED_BY = {"trainer.faults": ("trainer.callbacks.fault_injection",)}

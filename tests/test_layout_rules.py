@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from parallel.layout import (BACKEND_STAGES, BACKENDS, Layout, backend_for, micro_batch_problem, stage_layer_counts,
-                             trainer_refusals)
+from parallel.layout import BACKEND_STAGES, BACKENDS, Layout, backend_for, micro_batch_problem, trainer_refusals
+from parallel.stage_cut import stage_layer_counts
 from planner.errors import UserError
 from planner.hardware import CATALOG
 from planner.layout.inputs import PlanInputs

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parallel.layout import stage_layer_counts
+from parallel.stage_cut import stage_layer_counts
 from planner.layout.candidates import LayoutArrays
 
 
