@@ -114,16 +114,23 @@ def measure_whole(tp_mesh, sp: bool, recompute: str, lean_sp: bool = False) -> d
     return {"measured": measured, "predicted": whole_model_prediction(cfg, tp, sp, recompute, 4.0, 4.0, lean_sp)}
 
 
-def measure_pipeline_first_stage(pp_mesh, n_micro: int = 4) -> dict:
-    model, cfg = build(MODEL)
-    model, stages = keep_local_stages(model, pp_mesh.get_local_rank(), 2, 1)
+def saved_under_1f1b(model, stages, cfg: ModelConfig, pp_mesh, n_micro: int) -> SavedBytes:
+    """What this pipeline rank saves for backward during its second 1F1B step over 2 stages (the first
+    also infers shapes, holding one more graph)."""
     schedule = build_schedule(stages, pp_mesh.get_local_rank(), 2, 1, pp_mesh, torch.device("cpu"), "1f1b",
                               n_micro, lambda out, target: language_model_loss(out, target))
     idx = torch.randint(0, cfg.vocab_size, (BATCH * n_micro, cfg.seq_len), generator=torch.Generator().manual_seed(1))
-    schedule.step(idx, target=idx, losses=[])   # the first step also infers shapes, holding one more graph
+    schedule.step(idx, target=idx, losses=[])
     counter = SavedBytes(model)
     with counter.hooks():
         schedule.step(idx, target=idx, losses=[])
+    return counter
+
+
+def measure_pipeline_first_stage(pp_mesh, n_micro: int = 4) -> dict:
+    model, cfg = build(MODEL)
+    model, stages = keep_local_stages(model, pp_mesh.get_local_rank(), 2, 1)
+    counter = saved_under_1f1b(model, stages, cfg, pp_mesh, n_micro)
     spec = cfg.spec()
     in_flight = float(micro_batches_in_flight(0, 2, n_micro, 1, 1))
     layer = layer_activation_bytes(spec, BATCH, 1, False, 0, 4.0, 4.0)["stored"]
@@ -152,13 +159,7 @@ def measure_pipeline_cut(pp_mesh, cut: tuple[int, ...], n_micro: int = 4) -> dic
     per-stage memory gives that stage: its blocks from the same cut, its micro-batches in flight."""
     model, cfg = build({**MODEL, "n_layers": sum(cut)})
     model, stages = keep_local_stages(model, pp_mesh.get_local_rank(), 2, 1, cut)
-    schedule = build_schedule(stages, pp_mesh.get_local_rank(), 2, 1, pp_mesh, torch.device("cpu"), "1f1b",
-                              n_micro, lambda out, target: language_model_loss(out, target))
-    idx = torch.randint(0, cfg.vocab_size, (BATCH * n_micro, cfg.seq_len), generator=torch.Generator().manual_seed(1))
-    schedule.step(idx, target=idx, losses=[])   # the first step also infers shapes, holding one more graph
-    counter = SavedBytes(model)
-    with counter.hooks():
-        schedule.step(idx, target=idx, losses=[])
+    counter = saved_under_1f1b(model, stages, cfg, pp_mesh, n_micro)
     inputs = PlanInputs(cfg.spec(), get_gpu("h100-sxm"), n_gpus=2, global_batch=BATCH * n_micro, precision="fp32",
                         backend="ddp")
     layouts = LayoutArrays.from_layouts([Layout(pp=2, micro_batch=BATCH, pp_layers=cut)], backend="ddp")

@@ -128,7 +128,7 @@ def bootstrap(runs: Runs, fit: FitResult, n_resamples: int, budget: float,
     draws = resample_indices(len(runs), n_resamples, seed)
     starts = warm_starts(fit)
     if method == "batched":
-        return _result(batched_resamples(runs, objective, starts, draws), budget, confidence, n_resamples)
+        return result_from_thetas(batched_resamples(runs, objective, starts, draws), budget, confidence, n_resamples)
     workers = max(1, min(workers or os.cpu_count() or 1, n_resamples))
     if workers == 1:
         thetas = fit_resamples(runs.N, runs.D, runs.loss, objective, starts, draws)
@@ -140,11 +140,12 @@ def bootstrap(runs: Runs, fit: FitResult, n_resamples: int, budget: float,
             futures = [pool.submit(fit_resamples, runs.N, runs.D, runs.loss, objective, starts, chunk)
                        for chunk in chunks if chunk]
             thetas = [theta for future in futures for theta in future.result()]
-    return _result(thetas, budget, confidence, n_resamples)
+    return result_from_thetas(thetas, budget, confidence, n_resamples)
 
 
-def _result(thetas: Sequence[Optional[np.ndarray]], budget: float, confidence: float,
-            n_resamples: int) -> BootstrapResult:
+def result_from_thetas(thetas: Sequence[Optional[np.ndarray]], budget: float, confidence: float,
+                       n_resamples: int) -> BootstrapResult:
+    """The resampled laws' parameters and their allocations at `budget` (None: a resample not fitted)."""
     # A resample that drives a coefficient to 0 or infinity (log A beyond float range) has no law.
     laws = [law for law in (law_from_theta(theta) for theta in thetas if theta is not None)
             if all(np.isfinite(v) and v > 0 for v in law.params().values())]

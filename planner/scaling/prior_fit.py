@@ -14,9 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from planner.errors import UserError
-from planner.scaling.bootstrap import BootstrapResult
+from planner.scaling.bootstrap import BootstrapResult, result_from_thetas
 from planner.scaling.fit import FitResult, LocalOptimum, law_from_theta
-from planner.scaling.law import PARAM_NAMES
 from planner.scaling.objectives import Objective
 from planner.scaling.batched import E_FLOOR
 from planner.scaling.priors import ExponentPrior, fit_many_with_prior, objective_with_prior, pinned
@@ -69,15 +68,8 @@ def bootstrap_under_prior(runs: Runs, fit: FitResult, prior: ExponentPrior, obje
     drawn = centre + np.random.default_rng(seed).normal(0.0, noise, (n_resamples, len(runs)))
     starts = np.array([o.theta for o in fit.optima[:2]])
     best, _ = fit_many_with_prior(log_N, log_D, drawn, prior, objective, starts=starts, search=False)
-    laws = [law_from_theta(theta) for theta in best.theta[np.isfinite(best.objective)]]
-    laws = [law for law in laws if all(np.isfinite(v) and v > 0 for v in law.params().values())]
-    if len(laws) < 2:
-        raise UserError("bootstrap: fewer than 2 resamples could be fitted under the exponent prior")
-    params = np.array([[getattr(law, name) for name in PARAM_NAMES] for law in laws])
-    allocations = np.array([law.optimal_allocation(budget) for law in laws])
-    losses = np.array([law.predict(n, d) for law, (n, d) in zip(laws, allocations)])
-    return BootstrapResult(params=params, N_opt=allocations[:, 0], D_opt=allocations[:, 1], loss_opt=losses,
-                           budget=float(budget), confidence=confidence, requested=n_resamples)
+    thetas = [theta if np.isfinite(value) else None for theta, value in zip(best.theta, best.objective)]
+    return result_from_thetas(thetas, budget, confidence, n_resamples)
 
 
 def leave_one_out_under_prior(runs: Runs, fit: FitResult, prior: ExponentPrior, objective: Objective) -> np.ndarray:
